@@ -1,0 +1,216 @@
+"""The settings tree: one TOML file, every key overridable by ``LAPOR_<SECTION>__<KEY>``.
+
+Loaded once by the entry point (:func:`load_settings`) and passed down; each component receives
+only its own sub-model. This is the only module that reads ``os.environ`` (through
+pydantic-settings). Precedence, highest first: environment, TOML file, defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys are errors, so typos fail at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GatewaySettings(_Section):
+    """``[gateway]``: the HTTP server and where state lives."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free port).")
+    data_dir: Path = Field(Path("data"), description="Directory for SQLite files and attachments.")
+    public_url: str | None = Field(
+        None, description="Public base URL (for webhooks and links sent to citizens)."
+    )
+    ops_token: SecretStr | None = Field(None, description="Bearer token for /ops and /ops/api.")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key for CSRF tokens; generated once and kept in data_dir when unset.",
+    )
+    max_body_bytes: int = Field(
+        30 * MiB, gt=0, description="Largest request body accepted (larger is HTTP 413)."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="Seconds to let in-flight work finish on SIGTERM."
+    )
+    instance_id: str | None = Field(
+        None, description="Name of this instance in logs and CloudEvents (default: hostname-pid)."
+    )
+
+
+class KafkaSettings(_Section):
+    """``[kafka]``: the broker and the forwarding loop."""
+
+    bootstrap_servers: str = Field(
+        "embedded",
+        description='"embedded" starts a local Kafka-API broker child; else host:port,...',
+    )
+    enable_idempotence: bool | None = Field(
+        None,
+        description="Idempotent producer. Default: off for the embedded broker (it lacks it), "
+        "on otherwise. End-to-end correctness never depends on it.",
+    )
+    topic_prefix: str = Field("", description="Prefix added to every topic name.")
+    partitions: int = Field(6, ge=1, description="Partitions for topics the gateway creates.")
+    embedded_port: int = Field(0, ge=0, le=65535, description="Embedded broker port (0 = free).")
+    request_timeout_ms: int = Field(15000, gt=0, description="Producer request timeout.")
+    receipt_timeout_s: float = Field(
+        30.0, gt=0, description="Republish an outbox entry with no receipt after this long."
+    )
+    publish_batch: int = Field(500, ge=1, description="Outbox entries published per round.")
+    sink_group: str = Field("lapor-sink", description="Consumer group of the sink.")
+    receipts_group: str = Field(
+        "lapor-gateway-receipts", description="Consumer group of the gateway's receipt reader."
+    )
+
+    def idempotence(self) -> bool:
+        """The effective idempotence setting."""
+        if self.enable_idempotence is not None:
+            return self.enable_idempotence
+        return self.bootstrap_servers != "embedded"
+
+
+class StoreSettings(_Section):
+    """``[store]``: the durable outbox and central store (one database)."""
+
+    url: str | None = Field(
+        None,
+        description="sqlite:///path.db or postgresql://user@host/db; "
+        "default sqlite:///<data_dir>/lapor.db",
+    )
+    pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size.")
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> StoreSettings:
+        if self.url is not None and not self.url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        return self
+
+
+class ConnectorSettings(_Section):
+    """Fields every connector section has."""
+
+    enabled: bool = False
+
+
+class WebformSettings(ConnectorSettings):
+    """``[connectors.webform]``: the citizen complaint form at ``/``."""
+
+    enabled: bool = True
+    account: str = Field("web", description="Account name recorded for form submissions.")
+    max_files: int = Field(5, ge=0, le=20, description="Attachments per submission.")
+    max_file_bytes: int = Field(10 * MiB, gt=0, description="Largest single attachment.")
+
+
+class ApiSettings(ConnectorSettings):
+    """``[connectors.api]``: the partner JSON API at ``/api/v1/complaints``."""
+
+    enabled: bool = True
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Partner name -> API key (sent as 'Authorization: Bearer <key>' "
+        "or 'X-API-Key'). No keys: every POST is refused with 401.",
+    )
+    max_attachments: int = Field(5, ge=0, le=20)
+
+
+class PlannedConnectorSettings(ConnectorSettings):
+    """A channel whose connector is not built yet: only ``enabled = false`` is accepted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _not_yet(self) -> PlannedConnectorSettings:
+        if self.enabled:
+            raise ValueError("this connector is not available in this version of lapor-gateway")
+        return self
+
+
+class ConnectorsSettings(_Section):
+    """``[connectors.<name>]`` for every channel."""
+
+    webform: WebformSettings = WebformSettings()
+    api: ApiSettings = ApiSettings()
+    whatsapp: PlannedConnectorSettings = PlannedConnectorSettings()
+    meta: PlannedConnectorSettings = PlannedConnectorSettings()
+    telegram: PlannedConnectorSettings = PlannedConnectorSettings()
+    email: PlannedConnectorSettings = PlannedConnectorSettings()
+    x: PlannedConnectorSettings = PlannedConnectorSettings()
+    sms: PlannedConnectorSettings = PlannedConnectorSettings()
+
+
+class Settings(BaseSettings):
+    """The whole settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAPOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    gateway: GatewaySettings = GatewaySettings()
+    kafka: KafkaSettings = KafkaSettings()
+    store: StoreSettings = StoreSettings()
+    connectors: ConnectorsSettings = ConnectorsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings, file_secret_settings
+
+    def store_url(self) -> str:
+        """The effective store URL (default: a SQLite file under data_dir)."""
+        if self.store.url:
+            return self.store.url
+        return f"sqlite:///{(self.gateway.data_dir / 'lapor.db').as_posix()}"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        lines.append(f"{key}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load the settings once: the TOML file at ``path`` (optional), then the environment.
+
+    Raises :class:`ConfigError` naming the offending key(s) on any problem.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_describe(exc)}") from exc

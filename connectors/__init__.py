@@ -1,0 +1,1 @@
+"""Channel connectors: one module per channel, all built on :mod:`connectors.base`."""

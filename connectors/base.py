@@ -1,0 +1,157 @@
+"""The connector interface, the `Intake` a connector calls, and the shared bookkeeping.
+
+A connector turns channel messages into :class:`RawMessage` objects and hands each to
+:meth:`Intake.submit`. The rule that keeps complaints from being lost: **acknowledge upstream
+(HTTP 2xx, IMAP flag, getUpdates offset, since_id) only after ``submit`` returned**, because
+only then is the complaint durable. A redelivery after a crash is absorbed by exact dedup.
+
+Lifecycle, all called from the gateway's event loop:
+
+* ``start(intake)``: once, at start-up. A pull connector starts its loop task here; a push
+  connector only remembers the intake (its routes are mounted already).
+* ``stop()``: once, at shutdown. Signals the loop and waits for in-flight messages to finish;
+  messages not yet submitted stay un-acknowledged upstream and are redelivered later.
+* ``health()``: any time; cheap, never raises.
+* ``routes()``: once, before ``start``; the aiohttp routes of a push connector.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Protocol
+
+from aiohttp import web
+
+from errors import ValidationFailed
+from normalizer.raw import RawMessage, Sender
+from normalizer.schema import Attachment
+
+__all__ = [
+    "Attachment",
+    "BaseConnector",
+    "ConnectorState",
+    "Health",
+    "Intake",
+    "IntakeResult",
+    "RawMessage",
+    "Sender",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    """What the intake made of a message: the complaint it is (new or already known)."""
+
+    complaint_id: str
+    tracking_code: str
+    duplicate: bool
+
+
+class Intake(Protocol):
+    """What a connector calls. Implemented by ``gateway.intake.GatewayIntake``."""
+
+    async def submit(self, raw: RawMessage) -> IntakeResult:
+        """Normalise, dedup and write ``raw`` to the durable outbox; return once durable.
+
+        Raises ``ValidationFailed`` (the message cannot be a complaint: tell the sender, do not
+        retry) or ``StoreUnavailable`` (retriable: leave the message un-acknowledged).
+        """
+        ...
+
+    async def store_attachment(self, *, name: str, declared_type: str | None,
+                               data: bytes) -> Attachment:
+        """Store attachment bytes durably (content-addressed) and return the reference.
+
+        Raises ``AttachmentRejected`` for a refused type or size.
+        """
+        ...
+
+
+class ConnectorState(StrEnum):
+    """Kafka Connect style connector states."""
+
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Health:
+    """A connector's health, as the ops API and ``lapor-gateway status`` show it."""
+
+    state: ConnectorState = ConnectorState.STOPPED
+    last_success: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class BaseConnector(ABC):
+    """Base of every channel connector: lifecycle defaults and health bookkeeping.
+
+    Subclasses set ``name`` and override what they need; :meth:`submit` wraps the intake with
+    the counters (received / accepted / duplicates / rejected / errors).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._intake: Intake | None = None
+        self._health = Health()
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        """The aiohttp routes this connector serves (none for a pull connector)."""
+        return []
+
+    async def start(self, intake: Intake) -> None:
+        """Begin: remember the intake; pull connectors also start their loop."""
+        self._intake = intake
+        self._health.state = ConnectorState.RUNNING
+
+    async def stop(self) -> None:
+        """Signal and drain; push connectors have nothing in flight of their own."""
+        self._health.state = ConnectorState.STOPPED
+
+    def health(self) -> Health:
+        """A snapshot of this connector's health."""
+        return Health(self._health.state, self._health.last_success, self._health.last_error,
+                      self._health.last_error_at, dict(self._health.counters))
+
+    @property
+    def intake(self) -> Intake:
+        if self._intake is None:
+            raise RuntimeError(f"connector {self.name} used before start()")
+        return self._intake
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new messages may be submitted (running or degraded)."""
+        return self._health.state in (ConnectorState.RUNNING, ConnectorState.DEGRADED)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self._health.counters[counter] = self._health.counters.get(counter, 0) + n
+
+    def record_error(self, error: str) -> None:
+        self._health.last_error = error
+        self._health.last_error_at = time.time()
+        self.count("errors")
+
+    async def submit(self, raw: RawMessage) -> IntakeResult:
+        """Submit through the intake, keeping the counters. Errors propagate unchanged."""
+        self.count("received")
+        try:
+            result = await self.intake.submit(raw)
+        except ValidationFailed:
+            self.count("rejected")
+            raise
+        except Exception as exc:
+            self.record_error(f"{type(exc).__name__}: {exc}")
+            raise
+        self.count("duplicates" if result.duplicate else "accepted")
+        self._health.last_success = time.time()
+        return result

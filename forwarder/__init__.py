@@ -1,0 +1,1 @@
+"""The durable path: outbox, Kafka producer, sink, central store, receipts, embedded broker."""

@@ -1,0 +1,278 @@
+"""One small database interface over SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg).
+
+SQL is written once with PostgreSQL's ``$1`` placeholders; the SQLite backend rewrites them to
+``?1``. Rows come back as tuples. Driver errors are translated to :mod:`errors` types here.
+Migrations are plain SQL files under ``forwarder/migrations/<dialect>/NNNN_name.sql``, applied
+in order once each and recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import asyncpg
+
+from errors import StoreError, StoreUnavailable
+
+Row = tuple[Any, ...]
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class Executor(ABC):
+    """Runs statements: a whole database, or one open transaction."""
+
+    @abstractmethod
+    async def execute(self, sql: str, *args: Any) -> None:
+        """Run one statement."""
+
+    @abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Run one statement and return every row."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        """Run one statement and return the first row, or None."""
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+
+class Database(Executor):
+    """A database that runs statements and transactions."""
+
+    dialect: str
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """``async with db.transaction() as tx:``: statements on ``tx`` commit together."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every connection."""
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; return their names."""
+        await self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+        )
+        done = {row[0] for row in await self.fetch("SELECT name FROM schema_migrations")}
+        applied = []
+        folder = resources.files("forwarder").joinpath("migrations", self.dialect)
+        for item in sorted(folder.iterdir(), key=lambda t: t.name):
+            if not item.name.endswith(".sql") or item.name in done:
+                continue
+            async with self.transaction() as tx:
+                await tx.execute_script(item.read_text("utf-8"))
+                await tx.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING",
+                    item.name,
+                    _now_text(),
+                )
+            applied.append(item.name)
+        return applied
+
+
+def _now_text() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat()
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def _sqlite_error(exc: Exception) -> Exception:
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "full" in text or "disk i/o" in text or "unable to open" in text
+    ):
+        return StoreUnavailable(f"sqlite: {exc}")
+    return StoreError(f"sqlite: {exc}")
+
+
+class _SqliteTx(Executor):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            async with self._conn.execute(_PLACEHOLDER.sub(r"?\1", sql), args) as cur:
+                return [tuple(r) for r in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
+
+    async def execute_script(self, script: str) -> None:
+        for statement in _split_sql(script):
+            await self.execute(statement)
+
+
+class SqliteDatabase(Database):
+    """SQLite in WAL mode with ``synchronous=FULL``: a commit survives a crash of the process
+    and of the machine. One connection, one writer; an asyncio lock orders transactions."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._tx = _SqliteTx(conn)
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteDatabase:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA busy_timeout=10000")
+            await conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+        return cls(conn)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self._lock:
+            await self._tx.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._lock:
+            return await self._tx.fetch(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+        async with self._lock:
+            await self._tx.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._tx
+            except BaseException:
+                try:
+                    await self._conn.rollback()
+                except sqlite3.Error:
+                    pass
+                raise
+            try:
+                await self._conn.commit()
+            except sqlite3.Error as exc:
+                raise _sqlite_error(exc) from exc
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+_PG_TRANSIENT = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.DiskFullError,
+)
+
+
+def _pg_error(exc: Exception) -> Exception:
+    if isinstance(exc, _PG_TRANSIENT):
+        return StoreUnavailable(f"postgresql: {exc}")
+    return StoreError(f"postgresql: {exc}")
+
+
+class _PgTx(Executor):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(sql, *args)
+        except (asyncpg.PostgresError, *_PG_TRANSIENT) as exc:
+            raise _pg_error(exc) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return [tuple(r) for r in await self._conn.fetch(sql, *args)]
+        except (asyncpg.PostgresError, *_PG_TRANSIENT) as exc:
+            raise _pg_error(exc) from exc
+
+    async def execute_script(self, script: str) -> None:
+        await self.execute(script)
+
+
+class PostgresDatabase(Database):
+    """PostgreSQL through an asyncpg pool; every statement or transaction takes a connection."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, pool_size: int) -> PostgresDatabase:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size)
+        except (asyncpg.PostgresError, *_PG_TRANSIENT) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        return cls(pool)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await _PgTx(conn).execute(sql, *args)
+        except _PG_TRANSIENT as exc:
+            raise _pg_error(exc) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            async with self._pool.acquire() as conn:
+                return await _PgTx(conn).fetch(sql, *args)
+        except _PG_TRANSIENT as exc:
+            raise _pg_error(exc) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PgTx(conn)
+        except (asyncpg.PostgresError, *_PG_TRANSIENT) as exc:
+            raise _pg_error(exc) from exc
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def _split_sql(script: str) -> Sequence[str]:
+    """Split a migration script into statements (no semicolons inside our literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+async def open_database(url: str, *, pool_size: int = 10, migrate: bool = True) -> Database:
+    """Open the database at ``url`` and bring its schema up to date."""
+    db: Database
+    if url.startswith("sqlite:///"):
+        db = await SqliteDatabase.open(Path(url.removeprefix("sqlite:///")))
+    else:
+        db = await PostgresDatabase.open(url, pool_size)
+    if migrate:
+        try:
+            await db.migrate()
+        except BaseException:
+            await db.close()
+            raise
+    return db

@@ -1,0 +1,169 @@
+"""Kafka plumbing shared by the publisher, the sink and the receipt reader.
+
+Topic names, CloudEvents headers, topic creation, and a producer that translates aiokafka's
+errors into :mod:`errors` types at the boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from config.settings import KafkaSettings
+from errors import BrokerError, BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+CE_SPECVERSION = b"1.0"
+CE_TYPE_COMPLAINT = "id.go.lapor.complaint.v1"
+CE_TYPE_RECEIPT = "id.go.lapor.receipt.v1"
+CE_TYPE_DEAD_LETTER = "id.go.lapor.dead_letter.v1"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics the gateway uses (with the configured prefix)."""
+
+    complaints: str
+    receipts: str
+    dlq: str
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings) -> Topics:
+        prefix = settings.topic_prefix
+        return cls(
+            complaints=f"{prefix}complaints.v1",
+            receipts=f"{prefix}complaints.receipts.v1",
+            dlq=f"{prefix}complaints.dlq.v1",
+        )
+
+    def all(self) -> list[str]:
+        return [self.complaints, self.receipts, self.dlq]
+
+
+def cloudevent_headers(ce_type: str, source: str, ce_id: str | None = None,
+                       **extra: str) -> list[tuple[str, bytes]]:
+    """CloudEvents Kafka binary-mode headers (``ce_*``) for one record."""
+    headers = [
+        ("ce_specversion", CE_SPECVERSION),
+        ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("content-type", b"application/json"),
+    ]
+    headers.extend((f"ce_{key}", value.encode()) for key, value in extra.items())
+    return headers
+
+
+def header(headers: Any, name: str) -> str | None:
+    """The value of one record header as text, or None."""
+    for key, value in headers or ():
+        if key == name:
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    """Create the topics that do not exist yet. Raises :class:`BrokerUnavailable`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot create topics: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+class Producer:
+    """An aiokafka producer with ``acks=all`` and errors translated at the boundary."""
+
+    def __init__(self, settings: KafkaSettings, bootstrap: str) -> None:
+        self._settings = settings
+        self._bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect; raises :class:`BrokerUnavailable` when no broker answers."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=self._settings.idempotence(),
+            request_timeout_ms=self._settings.request_timeout_ms,
+            linger_ms=2,
+            max_batch_size=1024 * 1024,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise BrokerUnavailable(f"cannot connect to Kafka at {self._bootstrap}: {exc}") from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush what is buffered and close."""
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                await producer.stop()
+            except KafkaError as exc:
+                log.warning("producer stop failed: %s", exc)
+
+    async def restart(self) -> None:
+        """Throw away the connection state and connect again."""
+        await self.stop()
+        await self.start()
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def send_many(
+        self, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+    ) -> list[BaseException | None]:
+        """Send ``(key, value, headers)`` records pipelined; wait for every ack.
+
+        Returns one entry per record: None when the broker acknowledged it (``acks=all``), else
+        the (translated) error.
+        """
+        if self._producer is None:
+            error = BrokerUnavailable("producer is not connected")
+            return [error for _ in records]
+        futures: list[asyncio.Future[Any] | BaseException] = []
+        for key, value, headers in records:
+            try:
+                futures.append(await self._producer.send(topic, value, key=key, headers=headers))
+            except KafkaError as exc:
+                futures.append(_translate(exc))
+        results: list[BaseException | None] = []
+        for item in futures:
+            if isinstance(item, BaseException):
+                results.append(item)
+                continue
+            try:
+                await item
+                results.append(None)
+            except KafkaError as exc:
+                results.append(_translate(exc))
+        return results
+
+
+def _translate(exc: KafkaError) -> BrokerError:
+    if getattr(exc, "retriable", False) or "Timeout" in type(exc).__name__:
+        return BrokerUnavailable(f"{type(exc).__name__}: {exc}")
+    return BrokerError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,241 @@
+"""The durable outbox: where an accepted complaint lives until the central store confirms it.
+
+:meth:`Outbox.add` returns only after the row is committed (WAL + ``synchronous=FULL`` on
+SQLite, a committed transaction on PostgreSQL). Concurrent adds are grouped into one
+transaction (group commit), so a burst costs one fsync, not one per complaint.
+
+The primary key is the deterministic complaint id, so adding the same channel message twice is
+a no-op that reports ``duplicate=True``: exact dedup held by the database, not a cache. Rows
+stay after delivery for that reason.
+
+Publishing is lease-based: :meth:`claim_due` hands out pending rows whose ``next_attempt_us``
+has passed and pushes it forward by the receipt timeout, so an entry with no receipt in time is
+claimed (published) again, by this instance or any other sharing the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from errors import StoreError
+from forwarder.db import Database, Executor
+from normalizer.ids import tracking_code
+from normalizer.schema import Complaint
+
+MAX_GROUP = 256  # complaints per group commit: bounded so one transaction stays short
+CODE_ATTEMPTS = 8  # tracking-code collisions to resolve before giving up (50-bit codes)
+
+
+def now_us() -> int:
+    """Wall-clock time in epoch microseconds (the outbox's time unit)."""
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What :meth:`Outbox.add` did: the complaint's id and code, and whether it was known."""
+
+    complaint_id: str
+    tracking_code: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    """A claimed outbox entry ready to publish."""
+
+    complaint_id: str
+    payload: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox row as the status page sees it."""
+
+    complaint_id: str
+    tracking_code: str
+    state: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Request:
+    complaint: Complaint
+    raw_payload: bytes
+    raw_content_type: str
+    future: asyncio.Future[Added]
+
+
+class Outbox:
+    """The outbox table plus a group-commit writer task. Use as an async context manager."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        #: Set whenever new entries are committed, so the publisher wakes at once.
+        self.new_entries = asyncio.Event()
+
+    async def __aenter__(self) -> Outbox:
+        self._writer = asyncio.create_task(self._write_loop(), name="outbox-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if not request.future.done():
+                request.future.set_exception(StoreError("outbox closed"))
+
+    async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str) -> Added:
+        """Make ``complaint`` durable; return once committed. Raises :class:`StoreError`."""
+        if self._writer is None or self._writer.done():
+            raise StoreError("outbox writer is not running")
+        future: asyncio.Future[Added] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(complaint, raw_payload, raw_content_type, future))
+        return await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_GROUP and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self._db.transaction() as tx:
+                    results = [await self._insert(tx, request) for request in batch]
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                continue
+            for request, result in zip(batch, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+            if any(not r.duplicate for r in results):
+                self.new_entries.set()
+
+    async def _insert(self, tx: Executor, request: _Request) -> Added:
+        complaint = request.complaint
+        for attempt in range(CODE_ATTEMPTS):
+            existing = await tx.fetchrow(
+                "SELECT tracking_code FROM outbox WHERE id = $1", complaint.id
+            )
+            if existing is not None:
+                return Added(complaint.id, existing[0], duplicate=True)
+            code = tracking_code(complaint.id, attempt)
+            if code != complaint.tracking_code:
+                complaint = complaint.model_copy(update={"tracking_code": code})
+            now = now_us()
+            inserted = await tx.fetchrow(
+                "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
+                " raw_payload, raw_content_type, created_us, next_attempt_us)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                complaint.id,
+                code,
+                complaint.channel,
+                complaint.audit.account,
+                complaint.native_id,
+                complaint.to_json().decode(),
+                request.raw_payload,
+                request.raw_content_type,
+                now,
+            )
+            if inserted is not None:
+                return Added(complaint.id, code, duplicate=False)
+            # Conflict on the tracking code of another complaint (or on the id, which the
+            # next round's SELECT reports as a duplicate): derive the next code.
+        raise StoreError(f"could not allot a unique tracking code to {complaint.id}")
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[DueEntry]:
+        """Claim up to ``limit`` pending entries that are due, leasing them for ``lease_s``."""
+        now = now_us()
+        rows = await self._db.fetch(
+            "UPDATE outbox SET next_attempt_us = $1, attempts = attempts + 1"
+            " WHERE state = 'pending' AND next_attempt_us <= $2 AND id IN ("
+            "  SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
+            "  ORDER BY next_attempt_us LIMIT $3)"
+            " RETURNING id, payload, attempts",
+            now + int(lease_s * 1_000_000),
+            now,
+            limit,
+        )
+        return [DueEntry(r[0], r[1].encode(), r[2]) for r in rows]
+
+    async def mark_published(self, ids: list[str]) -> None:
+        """Record that Kafka accepted these entries (the lease keeps running)."""
+        if ids:
+            await self._db.execute(
+                f"UPDATE outbox SET published_us = $1, last_error = NULL WHERE id IN "
+                f"({_placeholders(len(ids), 2)})",
+                now_us(),
+                *ids,
+            )
+
+    async def mark_failed(self, ids: list[str], error: str, retry_in_s: float) -> None:
+        """Record a failed publish; the entries become due again after ``retry_in_s``."""
+        if ids:
+            await self._db.execute(
+                f"UPDATE outbox SET next_attempt_us = $1, last_error = $2 WHERE state = 'pending'"
+                f" AND id IN ({_placeholders(len(ids), 3)})",
+                now_us() + int(retry_in_s * 1_000_000),
+                error[:500],
+                *ids,
+            )
+
+    async def mark_delivered(self, ids: list[str]) -> int:
+        """Record receipts from the central store; returns how many entries changed state."""
+        if not ids:
+            return 0
+        rows = await self._db.fetch(
+            f"UPDATE outbox SET state = 'delivered', delivered_us = $1 WHERE state = 'pending'"
+            f" AND id IN ({_placeholders(len(ids), 2)}) RETURNING id",
+            now_us(),
+            *ids,
+        )
+        return len(rows)
+
+    async def reschedule_pending(self) -> int:
+        """Make every pending entry due now; returns how many there are."""
+        rows = await self._db.fetch(
+            "UPDATE outbox SET next_attempt_us = $1 WHERE state = 'pending' RETURNING id",
+            now_us(),
+        )
+        return len(rows)
+
+    async def depth(self) -> tuple[int, float]:
+        """Pending entries and the age in seconds of the oldest one."""
+        row = await self._db.fetchrow(
+            "SELECT COUNT(*), MIN(created_us) FROM outbox WHERE state = 'pending'"
+        )
+        if row is None or not row[0]:
+            return 0, 0.0
+        return int(row[0]), max(0.0, (now_us() - int(row[1])) / 1_000_000)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the next pending entry falls due (None when nothing is pending)."""
+        row = await self._db.fetchrow(
+            "SELECT MIN(next_attempt_us) FROM outbox WHERE state = 'pending'"
+        )
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, (int(row[0]) - now_us()) / 1_000_000)
+
+    async def find(self, code: str) -> OutboxEntry | None:
+        """The outbox entry with this tracking code, if any."""
+        row = await self._db.fetchrow(
+            "SELECT id, tracking_code, state, payload FROM outbox WHERE tracking_code = $1", code
+        )
+        return OutboxEntry(row[0], row[1], row[2], row[3].encode()) if row else None
+
+
+def _placeholders(count: int, start: int) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + count))

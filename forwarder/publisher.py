@@ -1,0 +1,145 @@
+"""The publisher: moves due outbox entries to ``complaints.v1`` (``acks=all``, key = id).
+
+It wakes when the intake commits new entries and otherwise when the next entry falls due.
+Entries Kafka accepted stay leased for the receipt timeout; entries it refused become due again
+after a short backoff. Nothing leaves the outbox here: only a receipt does that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from config.settings import KafkaSettings
+from errors import LaporError
+from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, cloudevent_headers
+from forwarder.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 1.0  # longest sleep when nothing is due (other instances may add entries)
+FAILURE_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # retry delays after consecutive failed rounds
+RECONNECT_AFTER = 3  # failed rounds in a row before the producer is rebuilt
+
+
+class Publisher:
+    """The outbox-to-Kafka loop. ``start``/``stop``; ``stop`` drains for a grace period."""
+
+    def __init__(self, *, outbox: Outbox, producer: Producer, topics: Topics,
+                 settings: KafkaSettings, source: str) -> None:
+        self._outbox = outbox
+        self._producer = producer
+        self._topics = topics
+        self._settings = settings
+        self._source = source
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._pending_tasks: set[asyncio.Task[None]] = set()
+        self.published = 0
+        self.failed_rounds = 0
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="publisher")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Finish the current round (bounded by ``grace_s``), then stop."""
+        self._stopping.set()
+        self._outbox.new_entries.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, grace_s)
+            except TimeoutError:
+                log.warning("publisher: round still running after %.1fs; left for next start",
+                            grace_s)
+
+    def wake(self) -> None:
+        """Publish now (e.g. the broker is back)."""
+        self._outbox.new_entries.set()
+
+    def republish_now(self) -> None:
+        """Make every entry without a receipt due now: the broker lost its log, so leases
+        that wait for receipts would only delay recovery."""
+        self._pending_tasks.add(task := asyncio.get_running_loop().create_task(self._republish()))
+        task.add_done_callback(self._pending_tasks.discard)
+
+    async def _republish(self) -> None:
+        try:
+            count = await self._outbox.reschedule_pending()
+            log.warning("publisher: broker restarted; republishing %d entries", count)
+        except LaporError as exc:
+            log.warning("publisher: could not reschedule entries: %s", exc)
+        self.wake()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                published = await self.publish_round()
+            except LaporError as exc:  # store trouble: back off and try again
+                self.last_error = str(exc)
+                log.warning("publisher: round failed: %s", exc)
+                published = -1
+            if published > 0:
+                continue
+            if published < 0:
+                delay = _backoff(self.failed_rounds)
+            else:
+                due = await self._safe_next_due()
+                delay = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due)
+            self._outbox.new_entries.clear()
+            try:
+                await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
+            except TimeoutError:
+                pass
+
+    async def _safe_next_due(self) -> float | None:
+        try:
+            return await self._outbox.next_due_in()
+        except LaporError:
+            return IDLE_POLL_S
+
+    async def publish_round(self) -> int:
+        """Publish one batch of due entries. Returns how many Kafka accepted, -1 when the round
+        failed as a whole."""
+        entries = await self._outbox.claim_due(self._settings.publish_batch,
+                                               self._settings.receipt_timeout_s)
+        if not entries:
+            return 0
+        if not self._producer.started:
+            await self._reconnect()
+        records = [
+            (e.complaint_id.encode(), e.payload,
+             cloudevent_headers(CE_TYPE_COMPLAINT, self._source, ce_id=e.complaint_id,
+                                subject=e.complaint_id))
+            for e in entries
+        ]
+        results = await self._producer.send_many(self._topics.complaints, records)
+        ok = [e.complaint_id for e, r in zip(entries, results, strict=True) if r is None]
+        failed = [e.complaint_id for e, r in zip(entries, results, strict=True) if r is not None]
+        await self._outbox.mark_published(ok)
+        self.published += len(ok)
+        if failed:
+            self.failed_rounds += 1
+            error = next(r for r in results if r is not None)
+            self.last_error = str(error)
+            delay = _backoff(self.failed_rounds)
+            await self._outbox.mark_failed(failed, str(error), delay)
+            log.warning("publisher: %d of %d entries not accepted by Kafka (%s); retry in %.1fs",
+                        len(failed), len(entries), error, delay)
+            if self.failed_rounds >= RECONNECT_AFTER:
+                await self._reconnect()
+            return len(ok) if ok else -1
+        self.failed_rounds = 0
+        return len(ok)
+
+    async def _reconnect(self) -> None:
+        try:
+            await self._producer.restart()
+            log.info("publisher: producer reconnected")
+        except LaporError as exc:
+            self.last_error = str(exc)
+            log.warning("publisher: producer reconnect failed: %s", exc)
+
+
+def _backoff(failures: int) -> float:
+    return FAILURE_BACKOFF_S[min(max(failures, 1), len(FAILURE_BACKOFF_S)) - 1]

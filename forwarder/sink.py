@@ -1,0 +1,96 @@
+"""The sink: consumes ``complaints.v1``, writes the central store, publishes receipts.
+
+Per batch: validate every record against the v1 schema (a record that fails goes to the
+dead-letter topic with its raw bytes and the reason), upsert the valid ones in one transaction
+(idempotent by id), publish one receipt per stored complaint, then commit the offsets. A crash
+anywhere before the commit re-delivers the batch, which the upsert absorbs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+
+from errors import BrokerUnavailable
+from forwarder.consumer import ConsumerLoop
+from forwarder.kafka import (
+    CE_TYPE_DEAD_LETTER,
+    CE_TYPE_RECEIPT,
+    Producer,
+    Topics,
+    cloudevent_headers,
+)
+from forwarder.store import CentralStore
+from normalizer.schema import Complaint
+
+log = logging.getLogger(__name__)
+
+
+class Sink(ConsumerLoop):
+    """The central store's consumer-group member."""
+
+    def __init__(self, *, bootstrap: str, group: str, topics: Topics, store: CentralStore,
+                 producer: Producer, source: str) -> None:
+        super().__init__(bootstrap=bootstrap, topic=topics.complaints, group=group, name="sink")
+        self._topics = topics
+        self._store = store
+        self._producer = producer
+        self._source = source
+        self.dead_lettered = 0
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        complaints: list[Complaint] = []
+        dead: list[tuple[ConsumerRecord, str]] = []
+        for record in records:
+            try:
+                complaints.append(Complaint.from_json(record.value or b""))
+            except ValidationError as exc:
+                dead.append((record, f"schema violation: {exc.errors()[:5]}"))
+        unique = list({c.id: c for c in complaints}.values())
+        stored = await self._store.upsert_many(unique)
+        for complaint in unique:
+            if complaint.id not in stored:
+                dead.append((_record_of(records, complaint.id),
+                             "tracking code already used by another complaint"))
+        receipts = [
+            (
+                s.complaint_id.encode(),
+                orjson.dumps({"id": s.complaint_id, "tracking_code": s.tracking_code,
+                              "status": s.status}),
+                cloudevent_headers(CE_TYPE_RECEIPT, self._source, subject=s.complaint_id),
+            )
+            for s in stored.values()
+        ]
+        await self._send(self._topics.receipts, receipts)
+        if dead:
+            await self._dead_letter(dead)
+
+    async def _dead_letter(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
+        records = []
+        for record, reason in dead:
+            log.error("sink: dead-lettering record %s/%s@%s: %s", record.topic,
+                      record.partition, record.offset, reason)
+            records.append((
+                record.key or b"",
+                record.value or b"",
+                cloudevent_headers(CE_TYPE_DEAD_LETTER, self._source, reason=reason[:1000],
+                                   origin=f"{record.topic}/{record.partition}@{record.offset}"),
+            ))
+        await self._send(self._topics.dlq, records)
+        self.dead_lettered += len(records)
+
+    async def _send(self, topic: str, records: list[tuple[bytes, bytes,
+                                                          list[tuple[str, bytes]]]]) -> None:
+        errors = [e for e in await self._producer.send_many(topic, records) if e is not None]
+        if errors:
+            # Not committing re-delivers the batch; the upsert makes that harmless.
+            raise BrokerUnavailable(f"{len(errors)} record(s) to {topic} not acknowledged: "
+                                    f"{errors[0]}")
+
+
+def _record_of(records: list[ConsumerRecord], complaint_id: str) -> ConsumerRecord:
+    key = complaint_id.encode()
+    return next(r for r in records if r.key == key)

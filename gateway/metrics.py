@@ -1,0 +1,18 @@
+"""Prometheus metrics of the gateway (served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INTAKE_TOTAL = Counter(
+    "lapor_intake_total", "Messages handed to the intake, by channel and outcome",
+    ["channel", "outcome"],
+)
+INTAKE_LATENCY = Histogram(
+    "lapor_intake_seconds", "Time from submit to durable (normalise + outbox commit)",
+    ["channel"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+OUTBOX_DEPTH = Gauge("lapor_outbox_pending", "Outbox entries without a receipt")
+OUTBOX_AGE = Gauge("lapor_outbox_oldest_seconds", "Age of the oldest entry without a receipt")
+PUBLISHED = Gauge("lapor_published_total", "Outbox entries Kafka accepted (this process)")
+SINK_STORED = Gauge("lapor_sink_batches_records_total", "Records the sink handled (this process)")

@@ -1,0 +1,140 @@
+"""Turn a :class:`RawMessage` into a :class:`Complaint`: clean text, contacts, title, dates.
+
+Pure functions, no I/O. The citizen's words are kept as written apart from Unicode NFC,
+control characters and runs of blank space.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+
+import phonenumbers
+from pydantic import ValidationError
+
+from errors import ValidationFailed
+from normalizer.raw import RawMessage
+from normalizer.schema import Audit, Classification, Complaint, Location, Reporter
+
+TITLE_MAX = 100  # LAPOR! shows judul in one line; longer titles are cut at a word boundary.
+DEFAULT_REGION = "ID"  # Phone numbers without a country code are Indonesian.
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def clean_text(text: str) -> str:
+    """NFC, no control characters, single spaces, at most one blank line, trimmed."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def derive_title(body: str) -> str:
+    """A title from the first line of the body, cut at a word boundary."""
+    first = body.split("\n", 1)[0].strip()
+    if len(first) <= TITLE_MAX:
+        return first
+    cut = first[:TITLE_MAX].rsplit(" ", 1)[0]
+    return (cut or first[:TITLE_MAX]).rstrip(" ,.;:") + "…"
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """A phone number in E.164 (``+62...``), or None when it is not a valid number."""
+    if not raw or not raw.strip():
+        return None
+    try:
+        number = phonenumbers.parse(raw, DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str | None) -> str | None:
+    """A lower-cased email address, or None when it does not look like one."""
+    if not raw:
+        return None
+    email = raw.strip().lower()
+    return email if _EMAIL.match(email) else None
+
+
+def parse_incident_date(raw: str | None, received: date) -> date | None:
+    """An ISO incident date that is not in the future (relative phrases come later)."""
+    if not raw:
+        return None
+    try:
+        day = date.fromisoformat(raw.strip())
+    except ValueError as exc:
+        raise ValidationFailed(
+            "incident date is not a date", {"incident_date": "Tanggal kejadian tidak valid."}
+        ) from exc
+    if day > received:
+        raise ValidationFailed(
+            "incident date is in the future",
+            {"incident_date": "Tanggal kejadian tidak boleh di masa depan."},
+        )
+    return day
+
+
+def normalize(
+    raw: RawMessage, *, complaint_id: str, tracking_code: str, gateway_version: str,
+    raw_ref: str | None
+) -> Complaint:
+    """Build the v1 complaint for ``raw``.
+
+    Raises :class:`ValidationFailed` (with per-field reasons) when the message cannot be a
+    complaint, e.g. an empty body.
+    """
+    body = clean_text(raw.text)
+    if not body:
+        raise ValidationFailed("complaint text is empty", {"body": "Isi laporan wajib diisi."})
+    title = clean_text(raw.title) if raw.title else ""
+    sender = raw.sender
+    reporter = Reporter(
+        name=clean_text(sender.name)[:200] or None if sender.name else None,
+        handle=sender.handle,
+        email=normalize_email(sender.email),
+        phone=normalize_phone(sender.phone),
+        channel_user_id=sender.channel_user_id,
+        anonymous=raw.anonymous,
+    )
+    location = raw.location
+    if location is not None and location.text:
+        location = location.model_copy(update={"text": clean_text(location.text)})
+    if location == Location():
+        location = None
+    try:
+        return Complaint(
+            id=complaint_id,
+            tracking_code=tracking_code,
+            channel=raw.channel,
+            native_id=raw.native_id,
+            received_at=raw.received_at,
+            sent_at=raw.sent_at,
+            reporter=reporter,
+            title=(title or derive_title(body))[:200],
+            body=body,
+            incident_date=parse_incident_date(raw.incident_date, raw.received_at.date()),
+            location=location,
+            attachments=raw.attachments,
+            classification=raw.classification or Classification.PENGADUAN,
+            category=raw.category,
+            agency=clean_text(raw.agency) or None if raw.agency else None,
+            confidential=raw.confidential,
+            thread_of=raw.thread_of,
+            audit=Audit(
+                connector=raw.connector or raw.channel,
+                raw_ref=raw_ref,
+                gateway_version=gateway_version,
+                account=raw.account,
+            ),
+        )
+    except ValidationError as exc:
+        fields = {".".join(str(p) for p in e["loc"]): e["msg"] for e in exc.errors()}
+        raise ValidationFailed("complaint does not fit the schema", fields) from exc

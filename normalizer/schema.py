@@ -1,0 +1,128 @@
+"""The complaint schema, version 1: what flows on ``complaints.v1`` into the central store.
+
+Fields follow the LAPOR! report form (judul, isi, tanggal kejadian, lokasi, instansi tujuan,
+kategori, lampiran, anonim, rahasia) plus identity, linkage and audit. The JSON Schema published
+for the central system is ``config/complaint.v1.schema.json``; a test keeps it equal to
+:func:`json_schema`. Change the model only by adding optional fields; anything else is a v2.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION: Literal["1"] = "1"
+
+
+class Classification(StrEnum):
+    """The report type chosen by the citizen (LAPOR! klasifikasi)."""
+
+    PENGADUAN = "pengaduan"
+    ASPIRASI = "aspirasi"
+    PERMINTAAN_INFORMASI = "permintaan_informasi"
+
+
+class AttachmentState(StrEnum):
+    """Where an attachment's bytes are."""
+
+    STORED = "stored"
+    PENDING = "pending"
+    REJECTED = "rejected"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reporter(_Model):
+    """Who reported. When ``anonymous`` is true the identity fields are withheld from anything
+    that leaves the gateway for public use."""
+
+    name: str | None = Field(None, max_length=200)
+    handle: str | None = Field(None, max_length=200, description="Channel handle (@user).")
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=20, description="E.164, e.g. +6281234567890.")
+    channel_user_id: str | None = Field(None, max_length=200)
+    anonymous: bool = False
+
+
+class Location(_Model):
+    """Where the incident happened (lokasi)."""
+
+    text: str | None = Field(None, max_length=500)
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    region_code: str | None = Field(None, max_length=20, description="Kemendagri region code.")
+
+
+class Attachment(_Model):
+    """A file sent with the complaint (lampiran): a reference to stored bytes, never the bytes."""
+
+    name: str = Field(max_length=255)
+    content_type: str = Field(max_length=127)
+    size: int = Field(ge=0)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    storage_ref: str | None = Field(None, max_length=500)
+    state: AttachmentState = AttachmentState.STORED
+
+
+class Audit(_Model):
+    """Lineage: which connector produced it, where the raw payload is kept, which gateway."""
+
+    connector: str
+    raw_ref: str | None = None
+    gateway_version: str
+    account: str
+
+
+class Complaint(_Model):
+    """One citizen complaint in the unified schema, version 1."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    id: str = Field(pattern=r"^[0-9a-f]{32}$", description="hash(channel, account, native id).")
+    tracking_code: str = Field(pattern=r"^[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$")
+    channel: str = Field(max_length=32)
+    native_id: str = Field(max_length=500)
+    received_at: AwareDatetime
+    sent_at: AwareDatetime | None = None
+
+    reporter: Reporter = Reporter()
+
+    title: str = Field(max_length=200, description="Judul.")
+    body: str = Field(min_length=1, max_length=20000, description="Isi laporan.")
+    language: str = Field("id", max_length=8)
+    incident_date: date | None = Field(None, description="Tanggal kejadian.")
+    location: Location | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+    classification: Classification = Classification.PENGADUAN
+    category: str | None = Field(None, max_length=100)
+    agency: str | None = Field(None, max_length=200, description="Instansi tujuan.")
+    confidential: bool = Field(False, description="Rahasia: content is not public.")
+
+    thread_of: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    duplicate_of: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    cluster_id: str | None = Field(None, max_length=64)
+
+    audit: Audit
+
+    def to_json(self) -> bytes:
+        """The wire form on Kafka (compact JSON, UTF-8)."""
+        return self.model_dump_json(exclude_none=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Complaint:
+        """Parse and validate the wire form; raises ``pydantic.ValidationError``."""
+        return cls.model_validate_json(data)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of :class:`Complaint` as published under ``config/``."""
+    schema = Complaint.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://lapor-gateway/schemas/complaint.v1.schema.json"
+    return schema
+
