@@ -115,7 +115,8 @@ class WebformConnector(BaseConnector):
         if request.content_length is not None and request.content_length > self._max_body:
             raise web.HTTPRequestEntityTooLarge(max_size=self._max_body,
                                                 actual_size=request.content_length)
-        if not request.content_type.startswith("multipart/form-data"):
+        if request.content_type not in ("multipart/form-data",
+                                        "application/x-www-form-urlencoded"):
             raise web.HTTPUnsupportedMediaType(text="Kirim formulir sebagai multipart/form-data.")
         try:
             submission = await self._read(request)
@@ -155,6 +156,11 @@ class WebformConnector(BaseConnector):
 
     async def _read(self, request: web.Request) -> _Submission:
         submission = _Submission()
+        if request.content_type == "application/x-www-form-urlencoded":  # a form with no file
+            form = await request.post()
+            submission.fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            submission.raw.extend(_audit_record(submission).encode())
+            return submission
         reader = await request.multipart()
         total = 0
         while (part := await reader.next()) is not None:

@@ -112,7 +112,13 @@ class Producer:
             await producer.start()
         except KafkaError as exc:
             await producer.stop()
-            raise BrokerUnavailable(f"cannot connect to Kafka at {self._bootstrap}: {exc}") from exc
+            hint = ""
+            if self._settings.idempotence() and "UnknownError" in type(exc).__name__:
+                hint = (" (the broker may not support idempotent producers: "
+                        "set kafka.enable_idempotence = false)")
+            raise BrokerUnavailable(
+                f"cannot connect to Kafka at {self._bootstrap}: {exc}{hint}"
+            ) from exc
         self._producer = producer
 
     async def stop(self) -> None:

@@ -126,3 +126,10 @@ def json_schema() -> dict[str, Any]:
     schema["$id"] = "https://lapor-gateway/schemas/complaint.v1.schema.json"
     return schema
 
+
+
+if __name__ == "__main__":  # python -m normalizer.schema > config/complaint.v1.schema.json
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, ensure_ascii=False, sort_keys=True) + "\n")
