@@ -38,6 +38,7 @@ class ConsumerLoop(ABC):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._restart = asyncio.Event()
+        self._handling = False
         self.handled = 0
         self.last_error: str | None = None
 
@@ -53,8 +54,15 @@ class ConsumerLoop(ABC):
     async def stop(self) -> None:
         """Signal the loop, let the current batch finish, close the consumer."""
         self._stopping.set()
-        if self._task is not None:
+        if self._task is None:
+            return
+        if not self._handling:
+            self._task.cancel()  # waiting for records or the broker: nothing to finish
+        try:
             await self._task
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise
 
     def request_restart(self) -> None:
         """Rebuild the consumer at the next opportunity (e.g. the broker lost its state)."""
@@ -100,7 +108,12 @@ class ConsumerLoop(ABC):
             records = [record for batch in batches.values() for record in batch]
             if not records:
                 continue
-            await self.handle(records)
-            offsets: dict[Any, int] = {tp: batch[-1].offset + 1 for tp, batch in batches.items()}
-            await consumer.commit(offsets)
+            self._handling = True
+            try:
+                await self.handle(records)
+                offsets: dict[Any, int] = {tp: batch[-1].offset + 1
+                                           for tp, batch in batches.items()}
+                await consumer.commit(offsets)
+            finally:
+                self._handling = False
             self.handled += len(records)

@@ -25,6 +25,7 @@ from errors import StoreError, StoreUnavailable
 
 Row = tuple[Any, ...]
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+MIGRATION_LOCK_ID = 0x4C41504F52  # "LAPOR": the advisory lock that serialises migrations
 
 
 class Executor(ABC):
@@ -251,6 +252,15 @@ class PostgresDatabase(Database):
                 yield _PgTx(conn)
         except (asyncpg.PostgresError, *_PG_TRANSIENT) as exc:
             raise _pg_error(exc) from exc
+
+    async def migrate(self) -> list[str]:
+        """Migrate under an advisory lock, so instances starting together take turns."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+            try:
+                return await super().migrate()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
 
     async def close(self) -> None:
         await self._pool.close()

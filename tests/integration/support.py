@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -24,10 +25,10 @@ PG_ADMIN_URL = os.environ.get("LAPOR_TEST_PG", "postgresql://postgres@127.0.0.1:
 T = TypeVar("T")
 
 
-async def wait_for(check: Callable[[], Awaitable[T]], *, timeout: float, what: str,
+async def wait_for(check: Callable[[], Awaitable[T]], *, within: float, what: str,
                    interval: float = 0.1) -> T:
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``within`` s."""
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         try:
@@ -38,7 +39,7 @@ async def wait_for(check: Callable[[], Awaitable[T]], *, timeout: float, what: s
             if last:
                 return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
 class PgDatabase:
@@ -121,14 +122,18 @@ class GatewayProcess:
         self.log_path = data_dir / f"gateway-{self.port}.log"
         self.url = f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 30.0) -> None:
+    def spawn(self) -> None:
+        """Start the child process (without waiting for it to be ready)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's life
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", self.command], env=self.env,
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", self.command], env=self.env,
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )
+
+    async def start(self, within: float = 30.0) -> None:
+        """Start the child and wait until ``/readyz`` answers 200."""
+        self.spawn()
 
         async def ready() -> bool:
             assert self.process is not None
@@ -139,7 +144,7 @@ class GatewayProcess:
                     session.get(f"{self.url}/readyz") as response:
                 return response.status == 200
 
-        await wait_for(ready, timeout=timeout, what=f"gateway ready\n{self.log()}")
+        await wait_for(ready, within=within, what=f"gateway ready\n{self.log()}")
 
     def kill9(self) -> None:
         assert self.process is not None
@@ -152,10 +157,10 @@ class GatewayProcess:
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"gateway ignored SIGTERM for {timeout}s:\n{self.log()}")
+            raise AssertionError(f"gateway ignored SIGTERM for {timeout}s:\n{self.log()}") from exc
 
     def log(self) -> str:
         try:
@@ -191,7 +196,7 @@ def form_data(hidden: Mapping[str, str], fields: Mapping[str, str],
     for key, value in {**hidden, **fields}.items():
         data.add_field(key, value)
     for name, content, ctype in files:
-        data.add_field("lampiran", content, filename=name, content_type=ctype)
+        data.add_field("lampiran", io.BytesIO(content), filename=name, content_type=ctype)
     return data
 
 

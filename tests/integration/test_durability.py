@@ -54,7 +54,7 @@ async def test_kill9_right_after_202_loses_nothing(
     restarted = GatewayProcess(tmp_path / "gw", env)
     await restarted.start()
     try:
-        await wait_for(lambda: _all_stored(pg, accepted), timeout=60,
+        await wait_for(lambda: _all_stored(pg, accepted), within=60,
                        what="every accepted complaint in the store")
         assert await _store_counts(pg) == (count, count)
         # Redelivery after the crash (the channel never saw some answers): same ids, no rows.
@@ -79,7 +79,7 @@ async def test_broker_loss_loses_nothing(tmp_path: Path, pg: PgDatabase) -> None
             for i in range(20):  # batch A: stored before the fault
                 accepted[f"a-{i}"] = (await _submit(session, gateway.url, f"a-{i}"))[
                     "tracking_code"]
-            await wait_for(lambda: _all_stored(pg, accepted), timeout=30, what="batch A")
+            await wait_for(lambda: _all_stored(pg, accepted), within=30, what="batch A")
 
             broker_pid = (await readyz(gateway.url))["embedded_broker"]["pid"]
             batch_b = await asyncio.gather(
@@ -90,7 +90,7 @@ async def test_broker_loss_loses_nothing(tmp_path: Path, pg: PgDatabase) -> None
                 accepted[f"c-{i}"] = (await _submit(session, gateway.url, f"c-{i}"))[
                     "tracking_code"]
 
-            await wait_for(lambda: _all_stored(pg, accepted), timeout=90,
+            await wait_for(lambda: _all_stored(pg, accepted), within=90,
                            what="every accepted complaint in the store after broker loss")
             assert await _store_counts(pg) == (len(accepted), len(accepted))
             state = await readyz(gateway.url)
@@ -100,7 +100,7 @@ async def test_broker_loss_loses_nothing(tmp_path: Path, pg: PgDatabase) -> None
             async def drained() -> bool:
                 return (await readyz(gateway.url))["outbox"]["pending"] == 0
 
-            await wait_for(drained, timeout=60, what="every outbox entry receipted")
+            await wait_for(drained, within=60, what="every outbox entry receipted")
     finally:
         assert gateway.terminate() == 0, gateway.log()
     assert await _store_counts(pg) == (len(accepted), len(accepted))

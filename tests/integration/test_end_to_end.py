@@ -63,7 +63,7 @@ async def test_form_submission_reaches_the_central_store(
                 assert r.status == 200 and "kode-pelacakan" in again, again[-3000:]
             assert TRACKING_RE.search(again).group(1) == code  # type: ignore[union-attr]
 
-            rows = await wait_for(lambda: _stored(pg, code), timeout=20, what="stored row")
+            rows = await wait_for(lambda: _stored(pg, code), within=20, what="stored row")
             assert len(rows) == 1
             payload = json.loads(str(rows[0]["payload"]))
             assert payload["title"] == fields["judul"]
@@ -81,12 +81,12 @@ async def test_form_submission_reaches_the_central_store(
             rows = await pg.fetch("SELECT state FROM outbox")
             return bool(rows) and all(r["state"] == "delivered" for r in rows)
 
-        await wait_for(delivered, timeout=20, what="receipt marks the outbox entry delivered")
+        await wait_for(delivered, within=20, what="receipt marks the outbox entry delivered")
     finally:
         assert gateway.terminate() == 0, gateway.log()
 
-    export = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "export"], env=gateway.env,
+    export = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "gateway.cli", "export"], env=gateway.env,
         capture_output=True, text=True, timeout=60, check=True,
     )
     lines = [json.loads(line) for line in export.stdout.splitlines()]
@@ -121,7 +121,7 @@ async def test_api_submission_reaches_the_central_store(
                                                                 first["tracking_code"])
             assert (first["duplicate"], second["duplicate"]) == (False, True)
 
-            rows = await wait_for(lambda: _stored(pg, first["tracking_code"]), timeout=20,
+            rows = await wait_for(lambda: _stored(pg, first["tracking_code"]), within=20,
                                   what="stored row")
             assert len(rows) == 1 and rows[0]["id"] == first["id"]
             payload = json.loads(str(rows[0]["payload"]))
@@ -161,7 +161,7 @@ async def test_redelivery_yields_the_same_id_and_one_row(
         assert len({(r["id"], r["tracking_code"]) for r in results}) == 1
         assert sum(1 for r in results if not r["duplicate"]) == 1
         code = str(results[0]["tracking_code"])
-        await wait_for(lambda: _stored(pg, code), timeout=20, what="stored row")
+        await wait_for(lambda: _stored(pg, code), within=20, what="stored row")
         await asyncio.sleep(0)  # the count below is what matters
         assert (await pg.fetch("SELECT count(*) FROM complaints"))[0][0] == 1
         assert (await pg.fetch("SELECT count(*) FROM outbox"))[0][0] == 1

@@ -1,0 +1,130 @@
+"""The outbox and the central store on both backends: SQLite (WAL) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import forwarder.outbox as outbox_module
+from forwarder.db import Database, open_database
+from forwarder.outbox import Outbox
+from forwarder.store import CentralStore
+from normalizer.ids import complaint_id, tracking_code
+from normalizer.normalize import normalize
+from normalizer.raw import RawMessage
+from normalizer.schema import Complaint
+from tests.integration.support import PgDatabase
+
+
+def _complaint(native_id: str, text: str = "Jalan rusak parah di depan pasar.") -> Complaint:
+    raw = RawMessage(channel="api", account="partner", native_id=native_id,
+                     received_at=datetime(2026, 11, 1, 8, 30, tzinfo=UTC), text=text)
+    cid = complaint_id(raw.channel, raw.account, raw.native_id)
+    return normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
+                     gateway_version="test", raw_ref=None)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        database = await open_database(f"sqlite:///{tmp_path}/lapor.db")
+        yield database
+        await database.close()
+        return
+    pg = PgDatabase()
+    await pg.create()
+    database = await open_database(pg.url, pool_size=4)
+    yield database
+    await database.close()
+    await pg.drop()
+
+
+async def test_migrations_apply_once(db: Database) -> None:
+    assert await db.migrate() == []
+    rows = await db.fetch("SELECT name FROM schema_migrations")
+    assert [r[0] for r in rows] == ["0001_init.sql"]
+
+
+async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        complaint = _complaint("same")
+        results = await asyncio.gather(*(outbox.add(complaint, b"raw", "text/plain")
+                                         for _ in range(25)))
+    assert len({(r.complaint_id, r.tracking_code) for r in results}) == 1
+    assert [r.duplicate for r in results].count(False) == 1
+    assert (await db.fetchrow("SELECT count(*) FROM outbox"))[0] == 1  # type: ignore[index]
+
+
+async def test_tracking_code_collision_gets_the_next_code(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = outbox_module.tracking_code
+    monkeypatch.setattr(outbox_module, "tracking_code", lambda cid, attempt=0:
+                        "AAAAA-AAAAA" if attempt == 0 else real(cid, attempt))
+    async with Outbox(db) as outbox:
+        first = await outbox.add(_complaint("one"), b"", "x")
+        second = await outbox.add(_complaint("two"), b"", "x")
+    assert first.tracking_code == "AAAAA-AAAAA"
+    assert second.tracking_code == real(second.complaint_id, 1) != first.tracking_code
+    row = await db.fetchrow("SELECT payload FROM outbox WHERE id = $1", second.complaint_id)
+    assert row is not None
+    assert Complaint.from_json(row[0]).tracking_code == second.tracking_code
+
+
+async def test_claims_lease_and_receipts(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        ids = [(await outbox.add(_complaint(f"n{i}"), b"", "x")).complaint_id for i in range(5)]
+        claimed = await outbox.claim_due(limit=3, lease_s=60)
+        assert len(claimed) == 3
+        rest = await outbox.claim_due(limit=10, lease_s=60)
+        assert {e.complaint_id for e in claimed} | {e.complaint_id for e in rest} == set(ids)
+        assert await outbox.claim_due(limit=10, lease_s=60) == []  # all leased
+        await outbox.mark_failed([ids[0]], "broker down", retry_in_s=0)
+        again = await outbox.claim_due(limit=10, lease_s=0)
+        assert [e.complaint_id for e in again] == [ids[0]] and again[0].attempts == 2
+        assert await outbox.mark_delivered(ids[:2]) == 2
+        assert await outbox.mark_delivered(ids[:2]) == 0
+        assert (await outbox.depth())[0] == 3
+        assert await outbox.reschedule_pending() == 3
+        assert len(await outbox.claim_due(limit=10, lease_s=60)) == 3
+
+
+async def test_central_store_upsert_is_idempotent(db: Database) -> None:
+    store = CentralStore(db)
+    first, second = _complaint("s1"), _complaint("s2")
+    stored = await store.upsert_many([first, second])
+    assert set(stored) == {first.id, second.id}
+    again = await store.upsert_many([first])
+    assert again[first.id].tracking_code == first.tracking_code
+    assert await store.count() == 2
+    found = await store.find(first.tracking_code)
+    assert found is not None and found.status == "received"
+    assert Complaint.from_json(found.payload) == first
+    exported = [s.complaint_id async for s in store.iter_all()]
+    assert sorted(exported) == sorted([first.id, second.id])
+
+
+async def test_central_store_refuses_a_colliding_tracking_code(db: Database) -> None:
+    store = CentralStore(db)
+    first = _complaint("c1")
+    impostor = _complaint("c2").model_copy(update={"tracking_code": first.tracking_code})
+    stored = await store.upsert_many([first, impostor])
+    assert set(stored) == {first.id}
+
+
+async def test_export_pages_through_many_rows(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import forwarder.store as store_module
+
+    monkeypatch.setattr(store_module, "EXPORT_PAGE", 7)
+    store = CentralStore(db)
+    complaints = [_complaint(f"p{i}") for i in range(23)]
+    await store.upsert_many(complaints)
+    exported = [s.complaint_id async for s in store.iter_all()]
+    assert sorted(exported) == sorted(c.id for c in complaints)
+    assert len(exported) == 23
