@@ -104,3 +104,61 @@ async def test_broker_loss_loses_nothing(tmp_path: Path, pg: PgDatabase) -> None
     finally:
         assert gateway.terminate() == 0, gateway.log()
     assert await _store_counts(pg) == (len(accepted), len(accepted))
+
+
+async def test_broker_down_at_start_then_up(tmp_path: Path, pg: PgDatabase,
+                                            kafka_env: dict[str, str]) -> None:
+    """Kafka unreachable when the gateway starts: complaints are accepted into the outbox and
+    flow as soon as a broker answers."""
+    from tests.integration.support import BrokerProcess
+
+    late = BrokerProcess()  # port reserved, nothing listening yet
+    env = {**kafka_env, "LAPOR_KAFKA__BOOTSTRAP_SERVERS": late.bootstrap,
+           "LAPOR_STORE__URL": pg.url,
+           "LAPOR_CONNECTORS__API__KEYS": json.dumps({"partner": API_KEY})}
+    gateway = GatewayProcess(tmp_path / "gw", env)
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            accepted = {f"late-{i}": (await _submit(session, gateway.url, f"late-{i}"))[
+                "tracking_code"] for i in range(10)}
+        assert (await readyz(gateway.url))["outbox"]["pending"] == 10
+        assert await _store_counts(pg) == (0, 0)
+        late.start()
+        await wait_for(lambda: _all_stored(pg, accepted), within=90,
+                       what="complaints accepted while Kafka was down reach the store")
+    finally:
+        assert gateway.terminate() == 0, gateway.log()
+        late.stop()
+
+
+async def test_production_roles_two_gateways_and_a_sink(
+    tmp_path: Path, pg: PgDatabase, kafka_env: dict[str, str]
+) -> None:
+    """Two `gateway` instances and one `sink` share PostgreSQL and Kafka; a message delivered
+    to both instances (a channel retrying on another node) is still one complaint."""
+    env = {**kafka_env, "LAPOR_STORE__URL": pg.url,
+           "LAPOR_CONNECTORS__API__KEYS": json.dumps({"partner": API_KEY})}
+    sink = GatewayProcess(tmp_path / "sink", env, command="sink")
+    first = GatewayProcess(tmp_path / "gw1", env, command="gateway")
+    second = GatewayProcess(tmp_path / "gw2", env, command="gateway")
+    for process in (sink, first, second):
+        await process.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            results = await asyncio.gather(
+                *(_submit(session, node.url, f"pr-{i}")
+                  for i in range(40) for node in (first, second)))
+        codes = {r["tracking_code"] for r in results}
+        assert len(codes) == 40
+        assert sum(1 for r in results if not r["duplicate"]) == 40
+        accepted = {f"pr-{i}": results[2 * i]["tracking_code"] for i in range(40)}
+        await wait_for(lambda: _all_stored(pg, accepted), within=60,
+                       what="every complaint stored by the separate sink")
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{second.url}/api/v1/complaints/{accepted['pr-0']}") as r:
+            assert (await r.json())["status"] == "received"
+    finally:
+        for process in (first, second, sink):
+            assert process.terminate() == 0, process.log()
+    assert await _store_counts(pg) == (40, 40)
