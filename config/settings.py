@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from errors import ConfigError
@@ -92,13 +92,12 @@ class StoreSettings(_Section):
     )
     pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size.")
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> StoreSettings:
-        if self.url is not None and not self.url.startswith(
-            ("sqlite:///", "postgresql://", "postgres://")
-        ):
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
-        return self
+        return url
 
 
 class ConnectorSettings(_Section):
@@ -133,11 +132,12 @@ class PlannedConnectorSettings(ConnectorSettings):
 
     model_config = ConfigDict(extra="allow")
 
-    @model_validator(mode="after")
-    def _not_yet(self) -> PlannedConnectorSettings:
-        if self.enabled:
+    @field_validator("enabled")
+    @classmethod
+    def _not_yet(cls, enabled: bool) -> bool:
+        if enabled:
             raise ValueError("this connector is not available in this version of lapor-gateway")
-        return self
+        return enabled
 
 
 class ConnectorsSettings(_Section):
