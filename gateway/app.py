@@ -14,8 +14,9 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from enum import StrEnum
+from typing import Any
 
 import jinja2
 import orjson
@@ -25,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from config.settings import Settings
 from connectors.api import ApiConnector, problem
 from connectors.base import BaseConnector
-from connectors.webform import CsrfGuard, WebformConnector
+from connectors.webform import CsrfGuard, Render, WebformConnector
 from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
@@ -38,7 +39,15 @@ from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.attachments import AttachmentStore
 from gateway.intake import GatewayIntake
-from gateway.metrics import OUTBOX_AGE, OUTBOX_DEPTH
+from gateway.metrics import (
+    BROKER_RESTARTS,
+    OUTBOX_AGE,
+    OUTBOX_DEPTH,
+    PUBLISHED,
+    SINK_DEAD_LETTERS,
+    SINK_RECORDS,
+)
+from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
 from gateway.status import StatusService
 
 log = logging.getLogger(__name__)
@@ -50,7 +59,7 @@ class Role(StrEnum):
 
 
 SETTINGS = web.AppKey("settings", Settings)
-ROLES = web.AppKey("roles", frozenset)
+ROLES: web.AppKey[frozenset[Role]] = web.AppKey("roles")
 DATABASE = web.AppKey("database", Database)
 BROKER = web.AppKey("broker", EmbeddedBroker)
 BOOTSTRAP = web.AppKey("bootstrap", str)
@@ -61,8 +70,8 @@ STATUS = web.AppKey("status", StatusService)
 PUBLISHER = web.AppKey("publisher", Publisher)
 RECEIPTS = web.AppKey("receipts", ReceiptReader)
 SINK = web.AppKey("sink", Sink)
-CONNECTORS = web.AppKey("connectors", list)
-RENDER = web.AppKey("render", object)
+CONNECTORS: web.AppKey[list[BaseConnector]] = web.AppKey("connectors")
+RENDER: web.AppKey[Render] = web.AppKey("render")
 
 SECRET_FILE = "secret_key"  # under data_dir: the CSRF key when gateway.secret_key is unset
 
@@ -102,14 +111,14 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
     return app
 
 
-def _renderer() -> Callable[[str, object], str]:
+def _renderer() -> Render:
+    """Render a template from ``gateway/templates`` with autoescaping on."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway", "templates"),
         autoescape=True,
     )
 
-    def render(name: str, context: object) -> str:
-        assert isinstance(context, dict)
+    def render(name: str, context: Mapping[str, Any]) -> str:
         return env.get_template(name).render(**context)
 
     return render
@@ -127,7 +136,7 @@ def _csrf_secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def _connectors(settings: Settings, render: Callable[[str, object], str]) -> list[BaseConnector]:
+def _connectors(settings: Settings, render: Render) -> list[BaseConnector]:
     conf = settings.connectors
     connectors: list[BaseConnector] = []
     if conf.webform.enabled:
@@ -230,7 +239,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         AttachmentStore(settings.gateway.data_dir / "attachments",
                         settings.connectors.webform.max_file_bytes),
     )
-    connectors: list[BaseConnector] = app[CONNECTORS]
+    connectors = app[CONNECTORS]
     for connector in connectors:
         await connector.start(intake)
     yield
@@ -269,10 +278,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
-    if OUTBOX in request.app:
-        depth, age = await request.app[OUTBOX].depth()
+    app = request.app
+    if PUBLISHER in app:
+        depth, age = await app[OUTBOX].depth()
         OUTBOX_DEPTH.set(depth)
         OUTBOX_AGE.set(age)
+        PUBLISHED.set(app[PUBLISHER].published)
+        RECEIPTS_DELIVERED.set(app[RECEIPTS].delivered)
+    if SINK in app:
+        SINK_RECORDS.set(app[SINK].handled)
+        SINK_DEAD_LETTERS.set(app[SINK].dead_lettered)
+    if BROKER in app:
+        BROKER_RESTARTS.set(app[BROKER].restarts)
     response = web.Response(body=generate_latest())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
@@ -284,7 +301,6 @@ async def status_form(request: web.Request) -> web.Response:
     if code:
         raise web.HTTPSeeOther(f"/status/{code[:40]}")
     render = request.app[RENDER]
-    assert callable(render)
     return web.Response(text=render("status.html", {"view": None, "code": ""}),
                         content_type="text/html")
 
@@ -294,7 +310,6 @@ async def status_page(request: web.Request) -> web.Response:
     typed = request.match_info["code"][:40]
     view = await request.app[STATUS].find(typed)
     render = request.app[RENDER]
-    assert callable(render)
     html = render("status.html", {"view": view, "code": typed})
     return web.Response(text=html, content_type="text/html", status=200 if view else 404)
 

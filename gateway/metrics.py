@@ -14,5 +14,9 @@ INTAKE_LATENCY = Histogram(
 )
 OUTBOX_DEPTH = Gauge("lapor_outbox_pending", "Outbox entries without a receipt")
 OUTBOX_AGE = Gauge("lapor_outbox_oldest_seconds", "Age of the oldest entry without a receipt")
-PUBLISHED = Gauge("lapor_published_total", "Outbox entries Kafka accepted (this process)")
-SINK_STORED = Gauge("lapor_sink_batches_records_total", "Records the sink handled (this process)")
+# Counters kept by the forwarder's loops (which may not import this module), copied at scrape.
+PUBLISHED = Gauge("lapor_published", "Outbox entries Kafka accepted since start")
+RECEIPTS = Gauge("lapor_receipts_delivered", "Outbox entries marked delivered since start")
+SINK_RECORDS = Gauge("lapor_sink_records", "Records the sink handled since start")
+SINK_DEAD_LETTERS = Gauge("lapor_sink_dead_letters", "Records the sink dead-lettered since start")
+BROKER_RESTARTS = Gauge("lapor_embedded_broker_restarts", "Restarts of the embedded broker")

@@ -136,3 +136,15 @@ async def test_api_answers_are_specific(client: TestClient) -> None:
     assert response.status == 422 and "incident_date" in (await response.json())["fields"]
     response = await client.get("/api/v1/complaints/not-a-code")
     assert response.status == 404
+
+
+async def test_metrics_count_intake_outcomes(client: TestClient) -> None:
+    auth = {"X-API-Key": "k"}
+    for _ in range(2):
+        response = await client.post("/api/v1/complaints", headers=auth,
+                                     json={"external_id": "m-1", "body": "Jembatan retak."})
+        assert response.status == 202
+    text = await (await client.get("/metrics")).text()
+    assert 'lapor_intake_total{channel="api",outcome="accepted"}' in text
+    assert 'lapor_intake_total{channel="api",outcome="duplicate"}' in text
+    assert "lapor_outbox_pending" in text
