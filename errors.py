@@ -15,6 +15,9 @@ through the one shared policy in :func:`retry_policy`::
     │   └── StoreUnavailable         ... transiently (retriable; HTTP 503)
     ├── BrokerError                  Kafka failed
     │   └── BrokerUnavailable        ... transiently (retriable)
+    ├── ChannelError                 a channel's API (Telegram, Graph, X, SMTP, SMS) failed
+    │   ├── ChannelUnavailable       ... transiently: 429 (retry_after), 5xx, network (retriable)
+    │   └── ChannelRejected          ... permanently: 4xx other than 429, bad recipient
     └── BrokerBinaryMissing          the embedded broker extra is not installed
 """
 
@@ -87,6 +90,20 @@ class BrokerUnavailable(BrokerError):
     """Kafka is transiently unavailable; the outbox keeps the data until it is back."""
 
     retriable = True
+
+
+class ChannelError(LaporError):
+    """A channel's API failed."""
+
+
+class ChannelUnavailable(ChannelError):
+    """The channel's API is transiently unavailable (429 with ``retry_after``, 5xx, network)."""
+
+    retriable = True
+
+
+class ChannelRejected(ChannelError):
+    """The channel's API refused the request; retrying the same request cannot help."""
 
 
 class BrokerBinaryMissing(LaporError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol
@@ -37,6 +38,7 @@ __all__ = [
     "Intake",
     "IntakeResult",
     "RawMessage",
+    "ReplyTarget",
     "Sender",
 ]
 
@@ -68,6 +70,25 @@ class Intake(Protocol):
         Raises ``AttachmentRejected`` for a refused type or size.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where an answer to a complaint goes: back on the channel it came from.
+
+    Built by the reply loop from what the intake kept: the channel, our account, the native id
+    of the citizen's message (to thread the answer: ``reply_to_message_id``,
+    ``In-Reply-To``, ``in_reply_to_tweet_id``), the citizen's address on that channel, and the
+    ``reply_hints`` the connector put on the :class:`RawMessage`.
+    """
+
+    complaint_id: str
+    tracking_code: str
+    channel: str
+    account: str
+    native_id: str
+    address: str | None
+    hints: Mapping[str, str] = field(default_factory=dict)
 
 
 class ConnectorState(StrEnum):
@@ -121,6 +142,19 @@ class BaseConnector(ABC):
         """A snapshot of this connector's health."""
         return Health(self._health.state, self._health.last_success, self._health.last_error,
                       self._health.last_error_at, dict(self._health.counters))
+
+    #: Whether :meth:`send_reply` is implemented (the reply loop skips channels without).
+    replies: ClassVar[bool] = False
+
+    async def send_reply(self, target: ReplyTarget, text: str) -> str | None:
+        """Send ``text`` to the citizen on this channel; return the provider's message id.
+
+        Called from the reply loop's task (durable queue, retried), at most once at a time per
+        complaint, after the complaint is stored centrally. Raise a retriable ``LaporError``
+        (e.g. ``ChannelUnavailable``, with ``retry_after`` from a 429) for transient failures
+        and a non-retriable one (e.g. ``ChannelRejected``) when retrying cannot help.
+        """
+        raise NotImplementedError(f"connector {self.name} does not send replies")
 
     @property
     def intake(self) -> Intake:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import orjson
 
 from errors import StoreError
 from forwarder.db import Database, Executor
@@ -66,6 +69,7 @@ class _Request:
     complaint: Complaint
     raw_payload: bytes
     raw_content_type: str
+    reply_hints: str
     future: asyncio.Future[Added]
 
 
@@ -95,12 +99,14 @@ class Outbox:
             if not request.future.done():
                 request.future.set_exception(StoreError("outbox closed"))
 
-    async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str) -> Added:
+    async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str,
+                  reply_hints: Mapping[str, str] | None = None) -> Added:
         """Make ``complaint`` durable; return once committed. Raises :class:`StoreError`."""
         if self._writer is None or self._writer.done():
             raise StoreError("outbox writer is not running")
         future: asyncio.Future[Added] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(complaint, raw_payload, raw_content_type, future))
+        hints = orjson.dumps(dict(reply_hints or {})).decode()
+        await self._queue.put(_Request(complaint, raw_payload, raw_content_type, hints, future))
         return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
@@ -136,8 +142,8 @@ class Outbox:
             now = now_us()
             inserted = await tx.fetchrow(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
-                " raw_payload, raw_content_type, created_us, next_attempt_us)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+                " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)"
                 " ON CONFLICT DO NOTHING RETURNING id",
                 complaint.id,
                 code,
@@ -148,6 +154,7 @@ class Outbox:
                 request.raw_payload,
                 request.raw_content_type,
                 now,
+                request.reply_hints,
             )
             if inserted is not None:
                 return Added(complaint.id, code, duplicate=False)

@@ -38,7 +38,8 @@ class GatewayIntake:
         except Exception:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
-        added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type)
+        added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
+                                       raw.reply_hints)
         outcome = "duplicate" if added.duplicate else "accepted"
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)

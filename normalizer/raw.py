@@ -7,7 +7,6 @@ may not import connectors; ``connectors.base`` re-exports it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,4 +54,8 @@ class RawMessage(BaseModel):
     connector: str = ""
     raw_payload: bytes = Field(b"", description="The bytes as received, kept for audit.")
     raw_content_type: str = "application/octet-stream"
-    extra: dict[str, Any] = Field(default_factory=dict)
+    reply_hints: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the connector needs later to answer on the channel (chat id, "
+        "Message-ID, phone number id...). Kept in the outbox, never sent to Kafka.",
+    )

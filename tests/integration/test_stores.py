@@ -46,7 +46,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 async def test_migrations_apply_once(db: Database) -> None:
     assert await db.migrate() == []
     rows = await db.fetch("SELECT name FROM schema_migrations")
-    assert [r[0] for r in rows] == ["0001_init.sql"]
+    assert sorted(r[0] for r in rows) == ["0001_init.sql", "0002_replies.sql"]
 
 
 async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> None:
