@@ -71,6 +71,21 @@ class Intake(Protocol):
         """
         ...
 
+    async def recent_complaint(self, *, channel: str, account: str, sender_key: str,
+                               within_s: float) -> IntakeResult | None:
+        """The newest complaint this sender made on this channel in the last ``within_s``
+        seconds (an open conversation), or None. A connector sets ``RawMessage.thread_of`` to
+        its id to make a follow-up message part of that complaint instead of a new one."""
+        ...
+
+    async def load_cursor(self, name: str) -> str | None:
+        """A pull connector's durable source position (e.g. ``telegram:<bot>:offset``)."""
+        ...
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        """Persist a source position. Call only after every message before it was submitted."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReplyTarget:

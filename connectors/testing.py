@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 from connectors.base import IntakeResult
 from errors import AttachmentRejected, StoreUnavailable
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.media import safe_filename, sniff_content_type
-from normalizer.raw import RawMessage
+from normalizer.raw import RawMessage, sender_key
 from normalizer.schema import Attachment
 
 
@@ -26,6 +27,8 @@ class FakeIntake:
         self.attachments: dict[str, bytes] = {}
         self.fail_next = 0
         self.submitted = asyncio.Event()
+        self.cursors: dict[str, str] = {}
+        self._senders: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
         if self.fail_next > 0:
@@ -35,6 +38,10 @@ class FakeIntake:
         duplicate = cid in self.messages
         if not duplicate:
             self.messages[cid] = raw
+            key = sender_key(raw)
+            if key is not None:
+                self._senders.setdefault((raw.channel, raw.account, key), []).append(
+                    (time.monotonic(), cid))
         self.submitted.set()
         return IntakeResult(cid, tracking_code(cid), duplicate)
 
@@ -47,3 +54,17 @@ class FakeIntake:
         self.attachments[digest] = data
         return Attachment(name=safe_filename(name), content_type=kind, size=len(data),
                           sha256=digest, storage_ref=f"file:attachments/{digest[:2]}/{digest}")
+
+    async def recent_complaint(self, *, channel: str, account: str, sender_key: str,
+                               within_s: float) -> IntakeResult | None:
+        entries = self._senders.get((channel, account, sender_key), [])
+        for when, cid in reversed(entries):
+            if time.monotonic() - when <= within_s:
+                return IntakeResult(cid, tracking_code(cid), True)
+        return None
+
+    async def load_cursor(self, name: str) -> str | None:
+        return self.cursors.get(name)
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        self.cursors[name] = value

@@ -70,6 +70,7 @@ class _Request:
     raw_payload: bytes
     raw_content_type: str
     reply_hints: str
+    sender_key: str | None
     future: asyncio.Future[Added]
 
 
@@ -100,13 +101,19 @@ class Outbox:
                 request.future.set_exception(StoreError("outbox closed"))
 
     async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str,
-                  reply_hints: Mapping[str, str] | None = None) -> Added:
-        """Make ``complaint`` durable; return once committed. Raises :class:`StoreError`."""
+                  reply_hints: Mapping[str, str] | None = None,
+                  sender_key: str | None = None) -> Added:
+        """Make ``complaint`` durable; return once committed. Raises :class:`StoreError`.
+
+        ``sender_key`` identifies the citizen on the channel (chat id, phone, address) so that
+        :meth:`recent_from` can find an open conversation.
+        """
         if self._writer is None or self._writer.done():
             raise StoreError("outbox writer is not running")
         future: asyncio.Future[Added] = asyncio.get_running_loop().create_future()
         hints = orjson.dumps(dict(reply_hints or {})).decode()
-        await self._queue.put(_Request(complaint, raw_payload, raw_content_type, hints, future))
+        await self._queue.put(_Request(complaint, raw_payload, raw_content_type, hints,
+                                       sender_key, future))
         return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
@@ -142,8 +149,9 @@ class Outbox:
             now = now_us()
             inserted = await tx.fetchrow(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
-                " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)"
+                " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
+                " sender_key)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)"
                 " ON CONFLICT DO NOTHING RETURNING id",
                 complaint.id,
                 code,
@@ -155,6 +163,7 @@ class Outbox:
                 request.raw_content_type,
                 now,
                 request.reply_hints,
+                request.sender_key,
             )
             if inserted is not None:
                 return Added(complaint.id, code, duplicate=False)
@@ -235,6 +244,31 @@ class Outbox:
         if row is None or row[0] is None:
             return None
         return max(0.0, (int(row[0]) - now_us()) / 1_000_000)
+
+    async def recent_from(self, channel: str, account: str, sender_key: str,
+                          within_s: float) -> Added | None:
+        """The newest entry from this sender on this channel in the last ``within_s`` seconds,
+        or None."""
+        row = await self._db.fetchrow(
+            "SELECT id, tracking_code FROM outbox WHERE channel = $1 AND account = $2"
+            " AND sender_key = $3 AND created_us >= $4 ORDER BY created_us DESC LIMIT 1",
+            channel, account, sender_key, now_us() - int(within_s * 1_000_000),
+        )
+        return Added(row[0], row[1], duplicate=True) if row else None
+
+    async def load_cursor(self, name: str) -> str | None:
+        """A pull connector's saved source position."""
+        row = await self._db.fetchrow("SELECT value FROM cursors WHERE name = $1", name)
+        return str(row[0]) if row else None
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        """Save a pull connector's source position (call only once what precedes is durable)."""
+        await self._db.execute(
+            "INSERT INTO cursors (name, value, updated_us) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value,"
+            " updated_us = EXCLUDED.updated_us",
+            name, value, now_us(),
+        )
 
     async def find(self, code: str) -> OutboxEntry | None:
         """The outbox entry with this tracking code, if any."""

@@ -16,7 +16,7 @@ from gateway.attachments import AttachmentStore
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
-from normalizer.raw import RawMessage
+from normalizer.raw import RawMessage, sender_key
 from normalizer.schema import Attachment
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class GatewayIntake:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
         added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
-                                       raw.reply_hints)
+                                       raw.reply_hints, sender_key(raw))
         outcome = "duplicate" if added.duplicate else "accepted"
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
@@ -51,3 +51,14 @@ class GatewayIntake:
     async def store_attachment(self, *, name: str, declared_type: str | None,
                                data: bytes) -> Attachment:
         return await self._attachments.store(name=name, declared_type=declared_type, data=data)
+
+    async def recent_complaint(self, *, channel: str, account: str, sender_key: str,
+                               within_s: float) -> IntakeResult | None:
+        found = await self._outbox.recent_from(channel, account, sender_key, within_s)
+        return IntakeResult(found.complaint_id, found.tracking_code, True) if found else None
+
+    async def load_cursor(self, name: str) -> str | None:
+        return await self._outbox.load_cursor(name)
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        await self._outbox.save_cursor(name, value)

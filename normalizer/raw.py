@@ -59,3 +59,9 @@ class RawMessage(BaseModel):
         description="What the connector needs later to answer on the channel (chat id, "
         "Message-ID, phone number id...). Kept in the outbox, never sent to Kafka.",
     )
+
+
+def sender_key(raw: RawMessage) -> str | None:
+    """The citizen's identity on the message's channel: user id, else phone, email, handle."""
+    sender = raw.sender
+    return sender.channel_user_id or sender.phone or sender.email or sender.handle

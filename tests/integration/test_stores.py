@@ -46,7 +46,8 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 async def test_migrations_apply_once(db: Database) -> None:
     assert await db.migrate() == []
     rows = await db.fetch("SELECT name FROM schema_migrations")
-    assert sorted(r[0] for r in rows) == ["0001_init.sql", "0002_replies.sql"]
+    assert sorted(r[0] for r in rows) == ["0001_init.sql", "0002_replies.sql",
+                                          "0003_cursors_senders.sql"]
 
 
 async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> None:
@@ -128,3 +129,17 @@ async def test_export_pages_through_many_rows(
     exported = [s.complaint_id async for s in store.iter_all()]
     assert sorted(exported) == sorted(c.id for c in complaints)
     assert len(exported) == 23
+
+
+async def test_cursors_and_open_conversations(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        assert await outbox.load_cursor("telegram:bot:offset") is None
+        await outbox.save_cursor("telegram:bot:offset", "41")
+        await outbox.save_cursor("telegram:bot:offset", "42")
+        assert await outbox.load_cursor("telegram:bot:offset") == "42"
+        first = await outbox.add(_complaint("conv-1"), b"", "x", sender_key="chat-7")
+        await outbox.add(_complaint("other"), b"", "x", sender_key="chat-8")
+        found = await outbox.recent_from("api", "partner", "chat-7", within_s=60)
+        assert found is not None and found.complaint_id == first.complaint_id
+        assert await outbox.recent_from("api", "partner", "chat-9", within_s=60) is None
+        assert await outbox.recent_from("api", "other", "chat-7", within_s=60) is None
