@@ -78,6 +78,13 @@ class Intake(Protocol):
         its id to make a follow-up message part of that complaint instead of a new one."""
         ...
 
+    async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
+        """The public status of a complaint by the code a citizen typed (``STATUS KODE``,
+        ``/status KODE``): ``tracking_code``, ``status``, ``status_label`` (Bahasa Indonesia),
+        ``received_at``, ``channel``, ``title`` (None when confidential), ``agency``,
+        ``confidential``. Never the reporter's identity. None for an unknown code."""
+        ...
+
     async def load_cursor(self, name: str) -> str | None:
         """A pull connector's durable source position (e.g. ``telegram:<bot>:offset``)."""
         ...

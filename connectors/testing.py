@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Mapping
 
 from connectors.base import IntakeResult
 from errors import AttachmentRejected, StoreUnavailable
-from normalizer.ids import complaint_id, tracking_code
+from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.media import safe_filename, sniff_content_type
 from normalizer.raw import RawMessage, sender_key
 from normalizer.schema import Attachment
@@ -68,3 +69,14 @@ class FakeIntake:
 
     async def save_cursor(self, name: str, value: str) -> None:
         self.cursors[name] = value
+
+    async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
+        code = parse_tracking_code(typed_code)
+        for cid, raw in self.messages.items():
+            if tracking_code(cid) == code:
+                return {"tracking_code": code, "status": "received",
+                        "status_label": "Diterima, belum terverifikasi",
+                        "received_at": raw.received_at.isoformat(), "channel": raw.channel,
+                        "title": None if raw.confidential else raw.title, "agency": raw.agency,
+                        "confidential": raw.confidential}
+        return None

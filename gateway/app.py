@@ -238,6 +238,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         app[OUTBOX],
         AttachmentStore(settings.gateway.data_dir / "attachments",
                         settings.connectors.webform.max_file_bytes),
+        app[STATUS],
     )
     connectors = app[CONNECTORS]
     for connector in connectors:

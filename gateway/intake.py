@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from connectors.base import IntakeResult
 from forwarder.outbox import Outbox
 from gateway import __version__
 from gateway.attachments import AttachmentStore
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
+from gateway.status import StatusService
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, sender_key
@@ -25,9 +27,11 @@ log = logging.getLogger(__name__)
 class GatewayIntake:
     """Normalise, dedup and make durable."""
 
-    def __init__(self, outbox: Outbox, attachments: AttachmentStore) -> None:
+    def __init__(self, outbox: Outbox, attachments: AttachmentStore,
+                 status: StatusService) -> None:
         self._outbox = outbox
         self._attachments = attachments
+        self._status = status
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
         started = time.perf_counter()
@@ -56,6 +60,10 @@ class GatewayIntake:
                                within_s: float) -> IntakeResult | None:
         found = await self._outbox.recent_from(channel, account, sender_key, within_s)
         return IntakeResult(found.complaint_id, found.tracking_code, True) if found else None
+
+    async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
+        view = await self._status.find(typed_code)
+        return view.public_json() if view else None
 
     async def load_cursor(self, name: str) -> str | None:
         return await self._outbox.load_cursor(name)
