@@ -32,7 +32,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_delay,
     stop_never,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 
@@ -115,14 +116,16 @@ def is_retriable(exc: BaseException) -> bool:
     return isinstance(exc, LaporError) and exc.retriable
 
 
-def _wait(base: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
-    """Honour ``retry_after`` when the failing side asked for a specific delay."""
+def _wait(base: Callable[[RetryCallState], float],
+          maximum: float) -> Callable[[RetryCallState], float]:
+    """Honour ``retry_after`` when the failing side asked for a specific delay; otherwise the
+    backoff with jitter, never longer than ``maximum``."""
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, LaporError) and exc.retry_after is not None:
             return exc.retry_after
-        return base(state)
+        return min(base(state), maximum)
 
     return wait
 
@@ -133,7 +136,8 @@ def retry_policy(*, max_delay: float | None = None, initial: float = 0.2, maximu
     jitter, ``retry_after`` honoured, optionally bounded in total time."""
     return AsyncRetrying(
         retry=retry_if_exception(is_retriable),
-        wait=_wait(wait_exponential_jitter(initial=initial, max=maximum)),
+        wait=_wait(wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial),
+                   maximum),
         stop=stop_after_delay(max_delay) if max_delay is not None else stop_never,
         reraise=True,
         **kwargs,

@@ -53,9 +53,10 @@ class CsrfGuard:
         if not cookie or not token:
             return False
         nonce, _, signature = token.rpartition(".")
-        if not hmac.compare_digest(signature, self._sign(nonce)):
+        # Compare bytes: compare_digest refuses non-ASCII str, and input is untrusted.
+        if not hmac.compare_digest(signature.encode(), self._sign(nonce).encode()):
             return False
-        if not hmac.compare_digest(nonce, cookie):
+        if not hmac.compare_digest(nonce.encode(), cookie.encode()):
             return False
         issued = nonce.split(".", 1)[0]
         return issued.isdigit() and time.time() - int(issued) < CSRF_MAX_AGE_S

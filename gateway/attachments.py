@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from errors import AttachmentRejected
@@ -36,7 +37,7 @@ class AttachmentStore:
             raise AttachmentRejected(
                 "attachment too large",
                 {"lampiran": f"Berkas {clean_name} melebihi batas "
-                             f"{self._max_bytes // (1024 * 1024)} MB."},
+                             f"{human_size(self._max_bytes)}."},
             )
         kind = sniff_content_type(data[:64], clean_name)
         if kind is None or kind not in ACCEPTED_TYPES:
@@ -58,14 +59,27 @@ class AttachmentStore:
         if target.exists():
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest[:8]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)  # same bytes from a concurrent writer: either wins
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def human_size(size: int) -> str:
+    """``10 MB``, ``512 KB`` or ``300 byte``: a limit as a citizen reads it."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):g} MB"
+    if size >= 1024:
+        return f"{size / 1024:g} KB"
+    return f"{size} byte"

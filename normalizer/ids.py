@@ -22,8 +22,9 @@ _CODE_RE = re.compile(rf"^[{CROCKFORD}]{{{CODE_SYMBOLS}}}$")
 
 def complaint_id(channel: str, account: str, native_id: str) -> str:
     """The complaint id for a channel message: 32 lowercase hex characters."""
-    key = "\x1f".join(("lapor.v1", channel, account, native_id)).encode()
-    return hashlib.sha256(key).hexdigest()[:32]
+    # Length-prefixed parts: no choice of separator can make two different triples collide.
+    key = "".join(f"{len(part)}:{part};" for part in ("lapor.v1", channel, account, native_id))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def tracking_code(complaint_id: str, attempt: int = 0) -> str:

@@ -39,8 +39,9 @@ def derive_title(body: str) -> str:
     first = body.split("\n", 1)[0].strip()
     if len(first) <= TITLE_MAX:
         return first
-    cut = first[:TITLE_MAX].rsplit(" ", 1)[0]
-    return (cut or first[:TITLE_MAX]).rstrip(" ,.;:") + "…"
+    room = TITLE_MAX - 1  # the ellipsis takes one character
+    cut = first[:room] if first[room] == " " else first[:room].rsplit(" ", 1)[0]
+    return (cut or first[:room]).rstrip(" ,.;:") + "…"
 
 
 def normalize_phone(raw: str | None) -> str | None:
@@ -51,7 +52,7 @@ def normalize_phone(raw: str | None) -> str | None:
         number = phonenumbers.parse(raw, DEFAULT_REGION)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -96,20 +97,20 @@ def normalize(
         raise ValidationFailed("complaint text is empty", {"body": "Isi laporan wajib diisi."})
     title = clean_text(raw.title) if raw.title else ""
     sender = raw.sender
-    reporter = Reporter(
-        name=clean_text(sender.name)[:200] or None if sender.name else None,
-        handle=sender.handle,
-        email=normalize_email(sender.email),
-        phone=normalize_phone(sender.phone),
-        channel_user_id=sender.channel_user_id,
-        anonymous=raw.anonymous,
-    )
     location = raw.location
     if location is not None and location.text:
         location = location.model_copy(update={"text": clean_text(location.text)})
     if location == Location():
         location = None
     try:
+        reporter = Reporter(
+            name=clean_text(sender.name)[:200] or None if sender.name else None,
+            handle=sender.handle,
+            email=normalize_email(sender.email),
+            phone=normalize_phone(sender.phone),
+            channel_user_id=sender.channel_user_id,
+            anonymous=raw.anonymous,
+        )
         return Complaint(
             id=complaint_id,
             tracking_code=tracking_code,

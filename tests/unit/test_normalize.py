@@ -87,7 +87,8 @@ def test_derive_title_strips_trailing_punctuation_before_ellipsis() -> None:
 
 def test_derive_title_single_huge_word_is_hard_cut() -> None:
     title = derive_title("a" * 500)
-    assert title == "a" * TITLE_MAX + "…"
+    assert title == "a" * (TITLE_MAX - 1) + "…"
+    assert len(title) == TITLE_MAX  # the ellipsis counts: a title never exceeds the limit
 
 
 # --- normalize_phone / normalize_email --------------------------------------------------------
@@ -285,3 +286,10 @@ def test_normalize_oversized_sender_field_is_validation_failed() -> None:
     with pytest.raises(ValidationFailed) as info:
         _normalize(_raw(sender=Sender(handle="@" + "x" * 300)))
     assert any(key.endswith("handle") for key in info.value.fields)
+
+
+def test_derive_title_keeps_a_word_that_ends_exactly_at_the_cut() -> None:
+    body = "kata " * 19 + "akhir " + "sisa kalimat panjang"  # "akhir" ends at character 99
+    title = derive_title(body)
+    assert title == ("kata " * 19 + "akhir").rstrip() + "…"
+    assert len(title) <= TITLE_MAX
