@@ -168,6 +168,11 @@ class BaseConnector(ABC):
     #: Whether :meth:`send_reply` is implemented (the reply loop skips channels without).
     replies: ClassVar[bool] = False
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The ``RawMessage.channel`` values this connector produces (and answers on)."""
+        return (self.name,)
+
     async def send_reply(self, target: ReplyTarget, text: str) -> str | None:
         """Send ``text`` to the citizen on this channel; return the provider's message id.
 

@@ -37,7 +37,8 @@ class ReceiptReader(ConsumerLoop):
                 receipt = orjson.loads(record.value or b"")
                 receipts.append({"id": str(receipt["id"]),
                                  "tracking_code": str(receipt["tracking_code"]),
-                                 "status": str(receipt.get("status", "received"))})
+                                 "status": str(receipt.get("status", "received")),
+                                 "channel": str(receipt.get("channel", ""))})
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 log.error("receipts: unreadable receipt at %s/%s@%s: %s", record.topic,
                           record.partition, record.offset, exc)

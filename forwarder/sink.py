@@ -57,12 +57,12 @@ class Sink(ConsumerLoop):
                              "tracking code already used by another complaint"))
         receipts = [
             (
-                s.complaint_id.encode(),
-                orjson.dumps({"id": s.complaint_id, "tracking_code": s.tracking_code,
-                              "status": s.status}),
-                cloudevent_headers(CE_TYPE_RECEIPT, self._source, subject=s.complaint_id),
+                c.id.encode(),
+                orjson.dumps({"id": c.id, "tracking_code": stored[c.id].tracking_code,
+                              "status": stored[c.id].status, "channel": c.channel}),
+                cloudevent_headers(CE_TYPE_RECEIPT, self._source, subject=c.id),
             )
-            for s in stored.values()
+            for c in unique if c.id in stored
         ]
         await self._send(self._topics.receipts, receipts)
         if dead:

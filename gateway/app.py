@@ -34,6 +34,7 @@ from forwarder.kafka import Producer, Topics, ensure_topics
 from forwarder.outbox import Outbox
 from forwarder.publisher import Publisher
 from forwarder.receipts import ReceiptReader
+from forwarder.replies import ReplyQueue
 from forwarder.sink import Sink
 from forwarder.store import CentralStore
 from gateway import __version__
@@ -48,6 +49,7 @@ from gateway.metrics import (
     SINK_RECORDS,
 )
 from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
+from gateway.replies import ReplyLoop
 from gateway.status import StatusService
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ STATUS = web.AppKey("status", StatusService)
 PUBLISHER = web.AppKey("publisher", Publisher)
 RECEIPTS = web.AppKey("receipts", ReceiptReader)
 SINK = web.AppKey("sink", Sink)
+REPLIES = web.AppKey("replies", ReplyLoop)
 CONNECTORS: web.AppKey[list[BaseConnector]] = web.AppKey("connectors")
 RENDER: web.AppKey[Render] = web.AppKey("render")
 
@@ -106,8 +109,9 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
         app.router.add_get("/status/{code}", status_page)
         app.router.add_get("/status", status_form)
         app.router.add_get("/api/v1/complaints/{code}", status_api)
-        app.cleanup_ctx.append(_forwarding)
+        # Connectors start first and stop last; the reply loop needs them running.
         app.cleanup_ctx.append(_connectors_ctx)
+        app.cleanup_ctx.append(_forwarding)
     return app
 
 
@@ -218,18 +222,23 @@ async def _forwarding(app: web.Application) -> AsyncIterator[None]:
     publisher = Publisher(outbox=outbox, producer=app[PRODUCER], topics=topics,
                           settings=settings.kafka,
                           source=f"lapor-gateway/{instance_name(settings)}")
+    replies = ReplyLoop(ReplyQueue(app[DATABASE]), app[CONNECTORS], settings.gateway.public_url)
     receipts = ReceiptReader(bootstrap=app[BOOTSTRAP], topic=topics.receipts,
-                             group=settings.kafka.receipts_group, outbox=outbox)
+                             group=settings.kafka.receipts_group, outbox=outbox,
+                             on_delivered=replies.on_delivered)
     app[PUBLISHER] = publisher
     app[RECEIPTS] = receipts
+    app[REPLIES] = replies
     if BROKER in app:
         app[BROKER].on_restart.append(receipts.request_restart)
         app[BROKER].on_restart.append(publisher.republish_now)
     await publisher.start()
     await receipts.start()
+    await replies.start()
     yield
     await publisher.stop(settings.gateway.shutdown_grace_s)
     await receipts.stop()
+    await replies.stop()
 
 
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:

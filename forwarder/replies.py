@@ -1,0 +1,118 @@
+"""The durable reply queue: messages owed to citizens, each sent once, retried until sent.
+
+One row per ``(complaint_id, kind)`` (``kind`` = ``ack`` for the tracking-code answer), so a
+receipt that arrives twice owes one answer. Rows are claimed with a lease like the outbox, so
+several gateway instances share the queue and a crash mid-send retries after the lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from forwarder.db import Database
+from forwarder.outbox import now_us
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyJob:
+    """One claimed reply with what is needed to address it."""
+
+    complaint_id: str
+    kind: str
+    channel: str
+    body: str
+    attempts: int
+    created_us: int
+    tracking_code: str
+    account: str
+    native_id: str
+    payload: str
+    reply_hints: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyState:
+    """A reply's delivery state, as operators and status pages see it."""
+
+    kind: str
+    state: str
+    attempts: int
+    last_error: str | None
+    provider_id: str | None
+
+
+class ReplyQueue:
+    """The ``replies`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def enqueue(self, complaint_id: str, kind: str, channel: str, body: str) -> bool:
+        """Owe ``body`` to the citizen of ``complaint_id``; False when it was owed already."""
+        now = now_us()
+        row = await self._db.fetchrow(
+            "INSERT INTO replies (complaint_id, kind, channel, body, next_attempt_us, created_us)"
+            " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING RETURNING complaint_id",
+            complaint_id, kind, channel, body, now,
+        )
+        return row is not None
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[ReplyJob]:
+        """Claim queued replies that are due, with what the outbox knows of their complaint."""
+        now = now_us()
+        claimed = await self._db.fetch(
+            "UPDATE replies SET next_attempt_us = $1, attempts = attempts + 1"
+            " WHERE state = 'queued' AND next_attempt_us <= $2 AND (complaint_id, kind) IN ("
+            "  SELECT complaint_id, kind FROM replies WHERE state = 'queued'"
+            "  AND next_attempt_us <= $2 ORDER BY next_attempt_us LIMIT $3)"
+            " RETURNING complaint_id, kind, channel, body, attempts, created_us",
+            now + int(lease_s * 1_000_000), now, limit,
+        )
+        jobs = []
+        for cid, kind, channel, body, attempts, created in claimed:
+            row = await self._db.fetchrow(
+                "SELECT tracking_code, account, native_id, payload, reply_hints FROM outbox"
+                " WHERE id = $1", cid,
+            )
+            if row is None:  # the complaint came through another gateway's database
+                await self.mark_failed(cid, kind, "complaint not in this outbox")
+                continue
+            jobs.append(ReplyJob(cid, kind, channel, body, int(attempts), int(created), row[0],
+                                 row[1], row[2], str(row[3]), orjson.loads(row[4] or "{}")))
+        return jobs
+
+    async def mark_sent(self, complaint_id: str, kind: str, provider_id: str | None) -> None:
+        await self._db.execute(
+            "UPDATE replies SET state = 'sent', sent_us = $1, provider_id = $2, last_error = NULL"
+            " WHERE complaint_id = $3 AND kind = $4",
+            now_us(), provider_id, complaint_id, kind,
+        )
+
+    async def mark_retry(self, complaint_id: str, kind: str, error: str, delay_s: float) -> None:
+        await self._db.execute(
+            "UPDATE replies SET next_attempt_us = $1, last_error = $2"
+            " WHERE complaint_id = $3 AND kind = $4 AND state = 'queued'",
+            now_us() + int(delay_s * 1_000_000), error[:500], complaint_id, kind,
+        )
+
+    async def mark_failed(self, complaint_id: str, kind: str, error: str) -> None:
+        await self._db.execute(
+            "UPDATE replies SET state = 'failed', last_error = $1"
+            " WHERE complaint_id = $2 AND kind = $3",
+            error[:500], complaint_id, kind,
+        )
+
+    async def states(self, complaint_id: str) -> list[ReplyState]:
+        """Every reply owed for a complaint, with its delivery state."""
+        rows = await self._db.fetch(
+            "SELECT kind, state, attempts, last_error, provider_id FROM replies"
+            " WHERE complaint_id = $1 ORDER BY created_us", complaint_id,
+        )
+        return [ReplyState(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Replies by state (for /metrics)."""
+        rows = await self._db.fetch("SELECT state, COUNT(*) FROM replies GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in rows}

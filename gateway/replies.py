@@ -1,0 +1,150 @@
+"""The reply loop: tells each citizen their tracking code on the channel they wrote from.
+
+Receipts from the central store (the complaint is stored) enqueue an ``ack`` reply in the
+durable queue, inside the receipt batch, before its offsets are committed. The loop sends due
+replies through the channel's connector (:meth:`BaseConnector.send_reply`): a retriable error
+(429, 5xx, network) is retried with backoff (``retry_after`` honoured) until
+``MAX_ATTEMPTS`` or ``GIVE_UP_AFTER_S``; a permanent one marks the reply failed. Either way the
+state is visible per complaint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+
+from connectors.base import BaseConnector, ReplyTarget
+from errors import LaporError
+from forwarder.outbox import now_us
+from forwarder.receipts import Receipt
+from forwarder.replies import ReplyJob, ReplyQueue
+from normalizer.schema import Complaint
+
+log = logging.getLogger(__name__)
+
+ACK = "ack"
+BATCH = 50  # replies claimed per round
+LEASE_S = 60.0  # a send in flight longer than this is tried again by whoever claims it
+IDLE_POLL_S = 1.0  # longest wait when nothing is due
+MAX_ATTEMPTS = 12  # then the reply is marked failed (operators see it)
+GIVE_UP_AFTER_S = 24 * 3600.0  # an acknowledgement a day late is no longer useful
+BACKOFF_S = (2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+def ack_text(tracking_code: str, public_url: str | None) -> str:
+    """The acknowledgement in Bahasa Indonesia: the code and how to ask for the status."""
+    where = f" atau buka {public_url.rstrip('/')}/status/{tracking_code}" if public_url else ""
+    return (
+        f"Terima kasih, laporan Anda sudah kami terima. Kode pelacakan: {tracking_code}. "
+        f"Untuk menanyakan perkembangan, kirim: STATUS {tracking_code}{where}."
+    )
+
+
+class ReplyLoop:
+    """Enqueues acknowledgements on receipts and sends what is due."""
+
+    def __init__(self, queue: ReplyQueue, connectors: list[BaseConnector],
+                 public_url: str | None) -> None:
+        self._queue = queue
+        self._public_url = public_url
+        self._by_channel: dict[str, BaseConnector] = {
+            channel: connector for connector in connectors if connector.replies
+            for channel in connector.channels
+        }
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed = 0
+
+    @property
+    def channels(self) -> Mapping[str, BaseConnector]:
+        return self._by_channel
+
+    async def on_delivered(self, receipts: list[Receipt]) -> None:
+        """Called by the receipt reader for each batch, before it commits its offsets."""
+        owed = False
+        for receipt in receipts:
+            channel = receipt.get("channel")
+            if channel is None or channel not in self._by_channel:
+                continue
+            body = ack_text(receipt["tracking_code"], self._public_url)
+            owed |= await self._queue.enqueue(receipt["id"], ACK, channel, body)
+        if owed:
+            self._wake.set()
+
+    async def start(self) -> None:
+        if self._by_channel:
+            self._task = asyncio.create_task(self._run(), name="reply-loop")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                jobs = await self._queue.claim_due(BATCH, LEASE_S)
+            except LaporError as exc:
+                log.warning("replies: cannot read the queue: %s", exc)
+                jobs = []
+            if jobs:
+                await asyncio.gather(*(self._send(job) for job in jobs))
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+            except TimeoutError:
+                pass
+
+    async def _send(self, job: ReplyJob) -> None:
+        connector = self._by_channel.get(job.channel)
+        if connector is None:
+            await self._queue.mark_failed(job.complaint_id, job.kind,
+                                          f"no connector sends on {job.channel}")
+            return
+        target = _target(job)
+        try:
+            provider_id = await connector.send_reply(target, job.body)
+        except LaporError as exc:
+            await self._failed_attempt(job, exc)
+            return
+        except Exception as exc:  # a connector bug must not stop the loop
+            log.exception("replies: %s connector crashed sending for %s", job.channel,
+                          job.complaint_id)
+            await self._failed_attempt(job, exc)
+            return
+        await self._queue.mark_sent(job.complaint_id, job.kind, provider_id)
+        self.sent += 1
+        log.info("replies: %s sent on %s for complaint=%s", job.kind, job.channel,
+                 job.complaint_id)
+
+    async def _failed_attempt(self, job: ReplyJob, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        too_old = (now_us() - job.created_us) / 1_000_000 > GIVE_UP_AFTER_S
+        if not (isinstance(exc, LaporError) and exc.retriable) or \
+                job.attempts >= MAX_ATTEMPTS or too_old:
+            await self._queue.mark_failed(job.complaint_id, job.kind, error)
+            self.failed += 1
+            log.warning("replies: gave up on %s for complaint=%s after %d attempt(s): %s",
+                        job.kind, job.complaint_id, job.attempts, error)
+            return
+        delay = exc.retry_after if exc.retry_after is not None else \
+            BACKOFF_S[min(job.attempts, len(BACKOFF_S)) - 1] * random.uniform(0.8, 1.2)
+        await self._queue.mark_retry(job.complaint_id, job.kind, error, delay)
+        log.info("replies: retry %s for complaint=%s in %.1fs: %s", job.kind, job.complaint_id,
+                 delay, error)
+
+
+def _target(job: ReplyJob) -> ReplyTarget:
+    complaint = Complaint.from_json(job.payload)
+    reporter = complaint.reporter
+    address = (job.reply_hints.get("address") or reporter.channel_user_id or reporter.phone
+               or reporter.email)
+    return ReplyTarget(complaint_id=job.complaint_id, tracking_code=job.tracking_code,
+                       channel=job.channel, account=job.account, native_id=job.native_id,
+                       address=address, hints=job.reply_hints)
