@@ -78,6 +78,13 @@ class Intake(Protocol):
         its id to make a follow-up message part of that complaint instead of a new one."""
         ...
 
+    async def dead_letter(self, *, channel: str, account: str, reason: str, payload: bytes,
+                          content_type: str) -> str:
+        """Keep a message that cannot become a complaint (unparseable, unsupported), raw bytes
+        and reason, durably; returns the dead letter's id. Acknowledge upstream afterwards:
+        retrying the same bytes cannot help, and an operator can replay after a fix."""
+        ...
+
     async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
         """The public status of a complaint by the code a citizen typed (``STATUS KODE``,
         ``/status KODE``): ``tracking_code``, ``status``, ``status_label`` (Bahasa Indonesia),

@@ -29,6 +29,7 @@ class FakeIntake:
         self.fail_next = 0
         self.submitted = asyncio.Event()
         self.cursors: dict[str, str] = {}
+        self.dead_letters: list[tuple[str, str, str, bytes]] = []
         self._senders: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
@@ -80,3 +81,8 @@ class FakeIntake:
                         "title": None if raw.confidential else raw.title, "agency": raw.agency,
                         "confidential": raw.confidential}
         return None
+
+    async def dead_letter(self, *, channel: str, account: str, reason: str, payload: bytes,
+                          content_type: str) -> str:
+        self.dead_letters.append((channel, account, reason, payload))
+        return hashlib.sha256(payload).hexdigest()[:32]

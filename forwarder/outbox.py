@@ -16,6 +16,7 @@ claimed (published) again, by this instance or any other sharing the database.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -255,6 +256,19 @@ class Outbox:
             channel, account, sender_key, now_us() - int(within_s * 1_000_000),
         )
         return Added(row[0], row[1], duplicate=True) if row else None
+
+    async def dead_letter(self, channel: str, account: str, reason: str, payload: bytes,
+                          content_type: str) -> str:
+        """Keep an inbound message that cannot become a complaint; returns its id. The same
+        bytes from the same channel are one dead letter, however often they are redelivered."""
+        digest = hashlib.sha256(b"%s\x00%s\x00%s" % (channel.encode(), account.encode(),
+                                                       payload)).hexdigest()[:32]
+        await self._db.execute(
+            "INSERT INTO dead_letters (id, channel, account, reason, payload, content_type,"
+            " created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            digest, channel, account, reason[:1000], payload, content_type, now_us(),
+        )
+        return digest
 
     async def load_cursor(self, name: str) -> str | None:
         """A pull connector's saved source position."""

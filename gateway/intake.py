@@ -61,6 +61,13 @@ class GatewayIntake:
         found = await self._outbox.recent_from(channel, account, sender_key, within_s)
         return IntakeResult(found.complaint_id, found.tracking_code, True) if found else None
 
+    async def dead_letter(self, *, channel: str, account: str, reason: str, payload: bytes,
+                          content_type: str) -> str:
+        letter = await self._outbox.dead_letter(channel, account, reason, payload, content_type)
+        INTAKE_TOTAL.labels(channel, "dead_letter").inc()
+        log.warning("intake %s dead letter %s: %s", channel, letter, reason)
+        return letter
+
     async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
         view = await self._status.find(typed_code)
         return view.public_json() if view else None

@@ -47,7 +47,8 @@ async def test_migrations_apply_once(db: Database) -> None:
     assert await db.migrate() == []
     rows = await db.fetch("SELECT name FROM schema_migrations")
     assert sorted(r[0] for r in rows) == ["0001_init.sql", "0002_replies.sql",
-                                          "0003_cursors_senders.sql"]
+                                          "0003_cursors_senders.sql",
+                                          "0004_dead_letters.sql"]
 
 
 async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> None:
@@ -143,3 +144,13 @@ async def test_cursors_and_open_conversations(db: Database) -> None:
         assert found is not None and found.complaint_id == first.complaint_id
         assert await outbox.recent_from("api", "partner", "chat-9", within_s=60) is None
         assert await outbox.recent_from("api", "other", "chat-7", within_s=60) is None
+
+
+async def test_dead_letters_keep_the_raw_bytes_once(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        raw = b'{"entry": [\xff broken'
+        first = await outbox.dead_letter("whatsapp", "1065", "invalid JSON", raw, "text/json")
+        again = await outbox.dead_letter("whatsapp", "1065", "invalid JSON", raw, "text/json")
+    assert first == again
+    rows = await db.fetch("SELECT channel, reason, payload FROM dead_letters")
+    assert [(r[0], r[1], bytes(r[2])) for r in rows] == [("whatsapp", "invalid JSON", raw)]
