@@ -11,21 +11,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from config.base import ConnectorSettings as ConnectorSettings  # re-export for channel modules
+from config.base import MiB, Section
+from config.sms import SmsSettings
+from config.whatsapp import MetaSettings, WhatsAppSettings
+from config.x import XSettings
 from errors import ConfigError
 
-MiB = 1024 * 1024
 
-
-class _Section(BaseModel):
-    """A config section: unknown keys are errors, so typos fail at start-up."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class GatewaySettings(_Section):
+class GatewaySettings(Section):
     """``[gateway]``: the HTTP server and where state lives."""
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
@@ -50,7 +47,7 @@ class GatewaySettings(_Section):
     )
 
 
-class KafkaSettings(_Section):
+class KafkaSettings(Section):
     """``[kafka]``: the broker and the forwarding loop."""
 
     bootstrap_servers: str = Field(
@@ -82,7 +79,7 @@ class KafkaSettings(_Section):
         return self.bootstrap_servers != "embedded"
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """``[store]``: the durable outbox and central store (one database)."""
 
     url: str | None = Field(
@@ -98,12 +95,6 @@ class StoreSettings(_Section):
         if url is not None and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
         return url
-
-
-class ConnectorSettings(_Section):
-    """Fields every connector section has."""
-
-    enabled: bool = False
 
 
 class WebformSettings(ConnectorSettings):
@@ -140,17 +131,17 @@ class PlannedConnectorSettings(ConnectorSettings):
         return enabled
 
 
-class ConnectorsSettings(_Section):
+class ConnectorsSettings(Section):
     """``[connectors.<name>]`` for every channel."""
 
     webform: WebformSettings = WebformSettings()
     api: ApiSettings = ApiSettings()
-    whatsapp: PlannedConnectorSettings = PlannedConnectorSettings()
-    meta: PlannedConnectorSettings = PlannedConnectorSettings()
+    whatsapp: WhatsAppSettings = WhatsAppSettings()
+    meta: MetaSettings = MetaSettings()
     telegram: PlannedConnectorSettings = PlannedConnectorSettings()
     email: PlannedConnectorSettings = PlannedConnectorSettings()
-    x: PlannedConnectorSettings = PlannedConnectorSettings()
-    sms: PlannedConnectorSettings = PlannedConnectorSettings()
+    x: XSettings = XSettings()
+    sms: SmsSettings = SmsSettings()
 
 
 class Settings(BaseSettings):

@@ -85,6 +85,13 @@ class Intake(Protocol):
         retrying the same bytes cannot help, and an operator can replay after a fix."""
         ...
 
+    async def record_delivery(self, *, channel: str, provider_id: str, state: str,
+                              at: float | None = None, error: str | None = None) -> None:
+        """Record what the channel reports about a reply we sent (``provider_id`` as returned
+        by :meth:`BaseConnector.send_reply`): sent, delivered, read or failed. Reports may
+        arrive late and out of order; the stored state only moves forward."""
+        ...
+
     async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
         """The public status of a complaint by the code a citizen typed (``STATUS KODE``,
         ``/status KODE``): ``tracking_code``, ``status``, ``status_label`` (Bahasa Indonesia),

@@ -30,6 +30,7 @@ class FakeIntake:
         self.submitted = asyncio.Event()
         self.cursors: dict[str, str] = {}
         self.dead_letters: list[tuple[str, str, str, bytes]] = []
+        self.deliveries: dict[tuple[str, str], str] = {}
         self._senders: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
@@ -86,3 +87,10 @@ class FakeIntake:
                           content_type: str) -> str:
         self.dead_letters.append((channel, account, reason, payload))
         return hashlib.sha256(payload).hexdigest()[:32]
+
+    async def record_delivery(self, *, channel: str, provider_id: str, state: str,
+                              at: float | None = None, error: str | None = None) -> None:
+        rank = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
+        current = self.deliveries.get((channel, provider_id))
+        if current is None or rank.get(state, 0) > rank.get(current, 0):
+            self.deliveries[(channel, provider_id)] = state

@@ -38,7 +38,8 @@ class ReceiptReader(ConsumerLoop):
                 receipts.append({"id": str(receipt["id"]),
                                  "tracking_code": str(receipt["tracking_code"]),
                                  "status": str(receipt.get("status", "received")),
-                                 "channel": str(receipt.get("channel", ""))})
+                                 "channel": str(receipt.get("channel", "")),
+                                 "thread_of": str(receipt.get("thread_of") or "")})
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 log.error("receipts: unreadable receipt at %s/%s@%s: %s", record.topic,
                           record.partition, record.offset, exc)

@@ -41,6 +41,11 @@ class ReplyState:
     attempts: int
     last_error: str | None
     provider_id: str | None
+    delivery_state: str | None = None
+
+
+#: Order of delivery states; a report of a lower state never overwrites a higher one.
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 
 
 class ReplyQueue:
@@ -104,13 +109,30 @@ class ReplyQueue:
             error[:500], complaint_id, kind,
         )
 
+    async def record_delivery(self, channel: str, provider_id: str, state: str,
+                              at_us: int | None, error: str | None) -> bool:
+        """Record what the channel says became of a reply we sent; only moves forward
+        (sent → delivered → read; failed is final). True when the state changed."""
+        row = await self._db.fetchrow(
+            "SELECT delivery_state FROM replies WHERE channel = $1 AND provider_id = $2",
+            channel, provider_id,
+        )
+        if row is None or DELIVERY_RANK.get(state, 0) <= DELIVERY_RANK.get(row[0] or "", 0):
+            return False
+        await self._db.execute(
+            "UPDATE replies SET delivery_state = $1, delivery_us = $2, delivery_error = $3"
+            " WHERE channel = $4 AND provider_id = $5",
+            state, at_us or now_us(), error, channel, provider_id,
+        )
+        return True
+
     async def states(self, complaint_id: str) -> list[ReplyState]:
         """Every reply owed for a complaint, with its delivery state."""
         rows = await self._db.fetch(
-            "SELECT kind, state, attempts, last_error, provider_id FROM replies"
+            "SELECT kind, state, attempts, last_error, provider_id, delivery_state FROM replies"
             " WHERE complaint_id = $1 ORDER BY created_us", complaint_id,
         )
-        return [ReplyState(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+        return [ReplyState(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
 
     async def counts(self) -> dict[str, int]:
         """Replies by state (for /metrics)."""

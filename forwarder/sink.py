@@ -59,7 +59,8 @@ class Sink(ConsumerLoop):
             (
                 c.id.encode(),
                 orjson.dumps({"id": c.id, "tracking_code": stored[c.id].tracking_code,
-                              "status": stored[c.id].status, "channel": c.channel}),
+                              "status": stored[c.id].status, "channel": c.channel,
+                              "thread_of": c.thread_of}),
                 cloudevent_headers(CE_TYPE_RECEIPT, self._source, subject=c.id),
             )
             for c in unique if c.id in stored

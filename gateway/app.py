@@ -26,7 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from config.settings import Settings
 from connectors.api import ApiConnector, problem
 from connectors.base import BaseConnector
+from connectors.meta import MetaConnector
+from connectors.sms import SmsConnector
 from connectors.webform import CsrfGuard, Render, WebformConnector
+from connectors.whatsapp import WhatsAppConnector
+from connectors.x import XConnector
 from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
@@ -73,6 +77,7 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 RECEIPTS = web.AppKey("receipts", ReceiptReader)
 SINK = web.AppKey("sink", Sink)
 REPLIES = web.AppKey("replies", ReplyLoop)
+REPLY_QUEUE = web.AppKey("reply_queue", ReplyQueue)
 CONNECTORS: web.AppKey[list[BaseConnector]] = web.AppKey("connectors")
 RENDER: web.AppKey[Render] = web.AppKey("render")
 
@@ -151,6 +156,15 @@ def _connectors(settings: Settings, render: Render) -> list[BaseConnector]:
         ))
     if conf.api.enabled:
         connectors.append(ApiConnector(conf.api, max_body_bytes=settings.gateway.max_body_bytes))
+    public_url = settings.gateway.public_url
+    if conf.whatsapp.enabled:
+        connectors.append(WhatsAppConnector(conf.whatsapp, public_url=public_url))
+    if conf.meta.enabled:
+        connectors.append(MetaConnector(conf.meta, public_url=public_url))
+    if conf.sms.enabled:
+        connectors.append(SmsConnector(conf.sms, public_url=public_url))
+    if conf.x.enabled:
+        connectors.append(XConnector(conf.x, public_url=public_url))
     return connectors
 
 
@@ -199,6 +213,7 @@ async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
         app[OUTBOX] = outbox
         app[STORE] = CentralStore(db)
         app[STATUS] = StatusService(app[STORE], outbox)
+        app[REPLY_QUEUE] = ReplyQueue(db)
         yield
 
 
@@ -222,7 +237,7 @@ async def _forwarding(app: web.Application) -> AsyncIterator[None]:
     publisher = Publisher(outbox=outbox, producer=app[PRODUCER], topics=topics,
                           settings=settings.kafka,
                           source=f"lapor-gateway/{instance_name(settings)}")
-    replies = ReplyLoop(ReplyQueue(app[DATABASE]), app[CONNECTORS], settings.gateway.public_url)
+    replies = ReplyLoop(app[REPLY_QUEUE], app[CONNECTORS], settings.gateway.public_url)
     receipts = ReceiptReader(bootstrap=app[BOOTSTRAP], topic=topics.receipts,
                              group=settings.kafka.receipts_group, outbox=outbox,
                              on_delivered=replies.on_delivered)
@@ -248,6 +263,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         AttachmentStore(settings.gateway.data_dir / "attachments",
                         settings.connectors.webform.max_file_bytes),
         app[STATUS],
+        app[REPLY_QUEUE],
     )
     connectors = app[CONNECTORS]
     for connector in connectors:

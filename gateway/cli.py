@@ -21,6 +21,8 @@ import orjson
 from aiohttp import web
 
 from config.settings import Settings, load_settings
+from config.sms import gammu_environment
+from connectors.sms import run_gammu_receive
 from errors import LaporError
 from forwarder.db import open_database
 from forwarder.store import CentralStore
@@ -61,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[common],
                                  help="every complaint in the central store to standard output")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    receive = commands.add_parser(
+        "sms-receive", parents=[common],
+        help="Gammu SMSD RunOnReceive: post the received SMS to the gateway's generic webhook",
+    )
+    receive.add_argument("ids", nargs="*", help="message ids Gammu passes (file names)")
     return parser
 
 
@@ -72,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
         if args.command == "export":
             return asyncio.run(export(settings, args.format, sys.stdout))
+        if args.command == "sms-receive":
+            posted = asyncio.run(run_gammu_receive(settings.connectors.sms, gammu_environment(),
+                                                   args.ids))
+            log.info("sms-receive: %d message(s) handed to the gateway", posted)
+            return 0
         return asyncio.run(serve(settings, ROLES[args.command]))
     except LaporError as exc:
         print(f"lapor-gateway: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from connectors.base import IntakeResult
 from forwarder.outbox import Outbox
+from forwarder.replies import ReplyQueue
 from gateway import __version__
 from gateway.attachments import AttachmentStore
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
@@ -28,10 +29,11 @@ class GatewayIntake:
     """Normalise, dedup and make durable."""
 
     def __init__(self, outbox: Outbox, attachments: AttachmentStore,
-                 status: StatusService) -> None:
+                 status: StatusService, replies: ReplyQueue) -> None:
         self._outbox = outbox
         self._attachments = attachments
         self._status = status
+        self._replies = replies
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
         started = time.perf_counter()
@@ -67,6 +69,11 @@ class GatewayIntake:
         INTAKE_TOTAL.labels(channel, "dead_letter").inc()
         log.warning("intake %s dead letter %s: %s", channel, letter, reason)
         return letter
+
+    async def record_delivery(self, *, channel: str, provider_id: str, state: str,
+                              at: float | None = None, error: str | None = None) -> None:
+        at_us = int(at * 1_000_000) if at is not None else None
+        await self._replies.record_delivery(channel, provider_id, state, at_us, error)
 
     async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
         view = await self._status.find(typed_code)

@@ -70,6 +70,8 @@ class ReplyLoop:
             channel = receipt.get("channel")
             if channel is None or channel not in self._by_channel:
                 continue
+            if receipt.get("thread_of"):  # a follow-up: the citizen has the code already
+                continue
             body = ack_text(receipt["tracking_code"], self._public_url)
             owed |= await self._queue.enqueue(receipt["id"], ACK, channel, body)
         if owed:

@@ -137,3 +137,10 @@ async def test_channels_without_replies_owe_nothing(db: Database) -> None:
     loop = ReplyLoop(ReplyQueue(db), [FakeChannel()], None)
     await loop.on_delivered([receipt])
     assert await ReplyQueue(db).states(receipt["id"]) == []
+
+
+async def test_follow_ups_get_no_second_acknowledgement(db: Database) -> None:
+    receipt = {**(await _accepted(db, "m6")), "thread_of": "0" * 32}
+    loop = ReplyLoop(ReplyQueue(db), [FakeChannel()], None)
+    await loop.on_delivered([receipt])
+    assert await ReplyQueue(db).states(receipt["id"]) == []
