@@ -37,7 +37,15 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_unbuilt_connector_cannot_be_enabled(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    config = tmp_path / "tg.toml"
-    config.write_text("[connectors.telegram]\nenabled = true\n")
+    config = tmp_path / "email.toml"
+    config.write_text("[connectors.email]\nenabled = true\n")
     assert main(["run", "--config", str(config)]) == 2
-    assert "connectors.telegram" in capsys.readouterr().err
+    assert "connectors.email" in capsys.readouterr().err
+
+
+def test_enabled_connector_without_its_secrets_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "wa.toml"
+    config.write_text("[connectors.whatsapp]\nenabled = true\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "connectors.whatsapp" in capsys.readouterr().err
