@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.base import ConnectorSettings as ConnectorSettings  # re-export for channel modules
 from config.base import MiB, Section
 from config.sms import SmsSettings
+from config.telegram import TelegramSettings
 from config.whatsapp import MetaSettings, WhatsAppSettings
 from config.x import XSettings
 from errors import ConfigError
@@ -38,6 +39,10 @@ class GatewaySettings(Section):
     )
     max_body_bytes: int = Field(
         30 * MiB, gt=0, description="Largest request body accepted (larger is HTTP 413)."
+    )
+    max_attachment_bytes: int = Field(
+        25 * MiB, gt=0,
+        description="Largest attachment stored from any channel (each channel may set less).",
     )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="Seconds to let in-flight work finish on SIGTERM."
@@ -138,7 +143,7 @@ class ConnectorsSettings(Section):
     api: ApiSettings = ApiSettings()
     whatsapp: WhatsAppSettings = WhatsAppSettings()
     meta: MetaSettings = MetaSettings()
-    telegram: PlannedConnectorSettings = PlannedConnectorSettings()
+    telegram: TelegramSettings = TelegramSettings()
     email: PlannedConnectorSettings = PlannedConnectorSettings()
     x: XSettings = XSettings()
     sms: SmsSettings = SmsSettings()

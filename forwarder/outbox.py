@@ -151,8 +151,8 @@ class Outbox:
             inserted = await tx.fetchrow(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
                 " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
-                " sender_key)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)"
+                " sender_key, thread_of)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12)"
                 " ON CONFLICT DO NOTHING RETURNING id",
                 complaint.id,
                 code,
@@ -165,6 +165,7 @@ class Outbox:
                 now,
                 request.reply_hints,
                 request.sender_key,
+                complaint.thread_of,
             )
             if inserted is not None:
                 return Added(complaint.id, code, duplicate=False)
@@ -248,11 +249,13 @@ class Outbox:
 
     async def recent_from(self, channel: str, account: str, sender_key: str,
                           within_s: float) -> Added | None:
-        """The newest entry from this sender on this channel in the last ``within_s`` seconds,
-        or None."""
+        """The complaint of the newest message from this sender on this channel in the last
+        ``within_s`` seconds (the root complaint when that message was a follow-up), or None."""
         row = await self._db.fetchrow(
-            "SELECT id, tracking_code FROM outbox WHERE channel = $1 AND account = $2"
-            " AND sender_key = $3 AND created_us >= $4 ORDER BY created_us DESC LIMIT 1",
+            "SELECT COALESCE(o.thread_of, o.id), COALESCE(root.tracking_code, o.tracking_code)"
+            " FROM outbox o LEFT JOIN outbox root ON root.id = o.thread_of"
+            " WHERE o.channel = $1 AND o.account = $2 AND o.sender_key = $3"
+            " AND o.created_us >= $4 ORDER BY o.created_us DESC LIMIT 1",
             channel, account, sender_key, now_us() - int(within_s * 1_000_000),
         )
         return Added(row[0], row[1], duplicate=True) if row else None

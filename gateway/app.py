@@ -28,6 +28,7 @@ from connectors.api import ApiConnector, problem
 from connectors.base import BaseConnector
 from connectors.meta import MetaConnector
 from connectors.sms import SmsConnector
+from connectors.telegram import TelegramConnector
 from connectors.webform import CsrfGuard, Render, WebformConnector
 from connectors.whatsapp import WhatsAppConnector
 from connectors.x import XConnector
@@ -165,6 +166,8 @@ def _connectors(settings: Settings, render: Render) -> list[BaseConnector]:
         connectors.append(SmsConnector(conf.sms, public_url=public_url))
     if conf.x.enabled:
         connectors.append(XConnector(conf.x, public_url=public_url))
+    if conf.telegram.enabled:
+        connectors.append(TelegramConnector(conf.telegram, public_url=public_url))
     return connectors
 
 
@@ -261,7 +264,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     intake = GatewayIntake(
         app[OUTBOX],
         AttachmentStore(settings.gateway.data_dir / "attachments",
-                        settings.connectors.webform.max_file_bytes),
+                        settings.gateway.max_attachment_bytes),
         app[STATUS],
         app[REPLY_QUEUE],
     )

@@ -98,6 +98,8 @@ def _setup_logging(level: str) -> None:
     # aiokafka reports every failed reconnect at ERROR; our forwarder reports broker trouble.
     logging.getLogger("aiokafka").setLevel("DEBUG" if level == "DEBUG" else "CRITICAL")
     logging.getLogger("aiohttp.access").setLevel("WARNING")
+    # httpx (python-telegram-bot's transport) logs every request URL, which holds the bot token.
+    logging.getLogger("httpx").setLevel("WARNING")
 
 
 async def serve(settings: Settings, roles: frozenset[Role]) -> int:

@@ -48,7 +48,9 @@ async def test_migrations_apply_once(db: Database) -> None:
     rows = await db.fetch("SELECT name FROM schema_migrations")
     assert sorted(r[0] for r in rows) == ["0001_init.sql", "0002_replies.sql",
                                           "0003_cursors_senders.sql",
-                                          "0004_dead_letters.sql"]
+                                          "0004_dead_letters.sql",
+                                          "0005_delivery_states.sql",
+                                          "0006_outbox_thread.sql"]
 
 
 async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> None:
@@ -144,6 +146,12 @@ async def test_cursors_and_open_conversations(db: Database) -> None:
         assert found is not None and found.complaint_id == first.complaint_id
         assert await outbox.recent_from("api", "partner", "chat-9", within_s=60) is None
         assert await outbox.recent_from("api", "other", "chat-7", within_s=60) is None
+        follow_up = _complaint("conv-2").model_copy(update={"thread_of": first.complaint_id})
+        await outbox.add(follow_up, b"", "x", sender_key="chat-7")
+        root = await outbox.recent_from("api", "partner", "chat-7", within_s=60)
+        assert root is not None
+        assert (root.complaint_id, root.tracking_code) == (first.complaint_id,
+                                                           first.tracking_code)
 
 
 async def test_dead_letters_keep_the_raw_bytes_once(db: Database) -> None:
