@@ -179,8 +179,9 @@ class BaseConnector(ABC):
         return Health(self._health.state, self._health.last_success, self._health.last_error,
                       self._health.last_error_at, dict(self._health.counters))
 
-    #: Whether :meth:`send_reply` is implemented (the reply loop skips channels without).
-    replies: ClassVar[bool] = False
+    #: Whether this connector answers citizens through :meth:`send_reply` (the reply loop
+    #: owes nothing on channels without; an instance may turn it off by configuration).
+    replies: bool = False
 
     @property
     def channels(self) -> tuple[str, ...]:

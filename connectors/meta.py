@@ -193,7 +193,7 @@ class MetaConnector(GraphWebhookConnector):
     name: ClassVar[str] = "meta"
     path: ClassVar[str] = "/webhooks/meta"
     objects: ClassVar[frozenset[str]] = frozenset(CHANNELS)
-    replies: ClassVar[bool] = True
+    replies: bool = True
 
     def __init__(self, settings: MetaSettings, *, public_url: str | None,
 ) -> None:

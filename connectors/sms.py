@@ -339,7 +339,7 @@ class SmsConnector(BaseConnector):
     """SMS through one provider: inbound webhook, multipart joining, status keyword, replies."""
 
     name: ClassVar[str] = "sms"
-    replies: ClassVar[bool] = True
+    replies: bool = True
 
     def __init__(self, settings: SmsSettings, *, public_url: str | None,
                  session: aiohttp.ClientSession | None = None) -> None:

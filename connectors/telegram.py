@@ -119,7 +119,7 @@ class TelegramConnector(BaseConnector):
     """The Telegram bot: webhook or polling, complaints from private chats, commands, replies."""
 
     name: ClassVar[str] = "telegram"
-    replies: ClassVar[bool] = True
+    replies: bool = True
 
     def __init__(self, settings: TelegramSettings, *, public_url: str | None) -> None:
         """``public_url``: the gateway's public base URL; in webhook mode the connector

@@ -202,7 +202,7 @@ class WhatsAppConnector(GraphWebhookConnector):
     name: ClassVar[str] = "whatsapp"
     path: ClassVar[str] = "/webhooks/whatsapp"
     objects: ClassVar[frozenset[str]] = frozenset({OBJECT})
-    replies: ClassVar[bool] = True
+    replies: bool = True
 
     def __init__(self, settings: WhatsAppSettings, *, public_url: str | None,
 ) -> None:

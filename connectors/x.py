@@ -241,7 +241,7 @@ class XConnector(BaseConnector):
     """Mentions (and a hashtag) polled from the X API v2; replies as tweets or DMs."""
 
     name: ClassVar[str] = "x"
-    replies: ClassVar[bool] = True
+    replies: bool = True
 
     def __init__(self, settings: XSettings, *, public_url: str | None,
                  session_factory: SessionFactory | None = None) -> None:
@@ -249,6 +249,8 @@ class XConnector(BaseConnector):
         give one that reaches the emulator); default: a plain session with the timeout."""
         super().__init__()
         self._settings = settings
+        #: ``reply_mode = "none"``: the reply loop owes X citizens nothing.
+        self.replies = settings.reply_mode != "none"
         self._public_url = public_url
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None

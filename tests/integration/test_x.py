@@ -279,6 +279,7 @@ async def test_dm_mode_and_permanent_errors(api: EmulatedXApi) -> None:
     assert [(dm.participant_id, dm.text) for dm in api.dms] == [
         (CITIZEN, "Kode pelacakan: ABCDE-12345")]
     off = connector(api, reply_mode="none")
+    assert off.replies is False  # the reply loop owes nothing on X then
     with pytest.raises(ChannelRejected):
         await off.send_reply(reply_target(), "x")
 

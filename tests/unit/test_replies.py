@@ -25,7 +25,7 @@ class FakeChannel(BaseConnector):
     """Answers with the scripted failures first, then succeeds; records what it sent."""
 
     name: ClassVar[str] = "fake"
-    replies: ClassVar[bool] = True
+    replies: bool = True
 
     def __init__(self, *failures: Exception) -> None:
         super().__init__()
