@@ -56,6 +56,7 @@ from gateway.metrics import (
 from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
+from normalizer.routing import Router
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ RECEIPTS = web.AppKey("receipts", ReceiptReader)
 SINK = web.AppKey("sink", Sink)
 REPLIES = web.AppKey("replies", ReplyLoop)
 REPLY_QUEUE = web.AppKey("reply_queue", ReplyQueue)
+ROUTER = web.AppKey("router", Router)
 CONNECTORS: web.AppKey[list[BaseConnector]] = web.AppKey("connectors")
 RENDER: web.AppKey[Render] = web.AppKey("render")
 
@@ -95,6 +97,8 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
                           middlewares=[_errors_middleware, _security_headers])
     app[SETTINGS] = settings
     app[ROLES] = roles
+    # The routing rules and gazetteer operators edit: loaded once; a bad rule stops start-up.
+    app[ROUTER] = Router.from_files()
     render = _renderer()
     app[RENDER] = render
     app.cleanup_ctx.append(_database)
@@ -267,6 +271,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
                         settings.gateway.max_attachment_bytes),
         app[STATUS],
         app[REPLY_QUEUE],
+        app[ROUTER],
     )
     connectors = app[CONNECTORS]
     for connector in connectors:

@@ -20,6 +20,7 @@ from gateway.status import StatusService
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, sender_key
+from normalizer.routing import Router
 from normalizer.schema import Attachment
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ class GatewayIntake:
     """Normalise, dedup and make durable."""
 
     def __init__(self, outbox: Outbox, attachments: AttachmentStore,
-                 status: StatusService, replies: ReplyQueue) -> None:
+                 status: StatusService, replies: ReplyQueue,
+                 router: Router | None = None) -> None:
+        self._router = router
         self._outbox = outbox
         self._attachments = attachments
         self._status = status
@@ -40,7 +43,8 @@ class GatewayIntake:
         cid = complaint_id(raw.channel, raw.account, raw.native_id)
         try:
             complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
-                                  gateway_version=__version__, raw_ref=f"outbox:{cid}")
+                                  gateway_version=__version__, raw_ref=f"outbox:{cid}",
+                                  router=self._router)
         except Exception:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise

@@ -13,6 +13,7 @@ import orjson
 from forwarder.outbox import Outbox
 from forwarder.store import CentralStore
 from normalizer.ids import parse_tracking_code
+from normalizer.pii import mask_pii
 
 #: Public labels (Bahasa Indonesia) of the statuses the central store may hold.
 STATUS_LABELS = {
@@ -84,7 +85,8 @@ def _view(code: str, status: str, payload: str | bytes) -> StatusView:
         status_label=STATUS_LABELS.get(status, status),
         received_at=str(data.get("received_at", "")),
         channel=str(data.get("channel", "")),
-        title=None if confidential else data.get("title"),
+        # The title is public: phone numbers, NIK, emails, accounts in it are masked.
+        title=None if confidential or not data.get("title") else mask_pii(data["title"]).text,
         agency=data.get("agency"),
         confidential=confidential,
     )

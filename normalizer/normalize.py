@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import date
 
 import phonenumbers
 from pydantic import ValidationError
 
 from errors import ValidationFailed
+from normalizer.dates import find_incident_date
 from normalizer.raw import RawMessage
+from normalizer.routing import Router
 from normalizer.schema import Audit, Classification, Complaint, Location, Reporter
 
 TITLE_MAX = 100  # LAPOR! shows judul in one line; longer titles are cut at a word boundary.
@@ -83,11 +86,65 @@ def parse_incident_date(raw: str | None, received: date) -> date | None:
     return day
 
 
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """What the rules derived for fields the citizen left empty, and which rule did it."""
+
+    classification: Classification
+    category: str | None
+    agency: str | None
+    region_code: str | None
+    incident_date: date | None
+    decisions: dict[str, str]
+
+
+def derive(raw: RawMessage, title: str, body: str, location_text: str | None,
+           router: Router | None) -> Derived:
+    """Fill classification, category, agency, region and incident date from the text where
+    the citizen did not choose them; what the citizen chose always wins."""
+    decisions: dict[str, str] = {}
+    if raw.incident_date:
+        incident = parse_incident_date(raw.incident_date, raw.received_at.date())
+        decisions["incident_date"] = "citizen"
+    else:
+        found = find_incident_date(f"{title}\n{body}", raw.received_at)
+        incident = found.day if found else None
+        if found:
+            decisions["incident_date"] = found.rule
+    agency = clean_text(raw.agency) or None if raw.agency else None
+    if router is None:
+        return Derived(raw.classification or Classification.PENGADUAN, raw.category,
+                       agency, None, incident, decisions)
+    routing = router.route(f"{title}\n{body}", location=location_text)
+    if raw.classification is not None:
+        classification = raw.classification
+        decisions["classification"] = "citizen"
+    else:
+        classification = Classification(routing.classification.value)
+        decisions["classification"] = routing.classification.rule_id
+    category = raw.category
+    if category:
+        decisions["category"] = "citizen"
+    elif routing.category is not None:
+        category = routing.category.value
+        decisions["category"] = routing.category.rule_id
+    if agency:
+        decisions["agency"] = "citizen"
+    elif routing.agency is not None:
+        agency = router.agencies[routing.agency.value].name
+        decisions["agency"] = routing.agency.rule_id
+    region = routing.region.value if routing.region is not None else None
+    if routing.region is not None:
+        decisions["region"] = routing.region.rule_id
+    return Derived(classification, category, agency, region, incident, decisions)
+
+
 def normalize(
     raw: RawMessage, *, complaint_id: str, tracking_code: str, gateway_version: str,
-    raw_ref: str | None
+    raw_ref: str | None, router: Router | None = None
 ) -> Complaint:
-    """Build the v1 complaint for ``raw``.
+    """Build the v1 complaint for ``raw``; with a ``router``, derive what the citizen left
+    empty (classification, category, agency, region, incident date), each with its rule.
 
     Raises :class:`ValidationFailed` (with per-field reasons) when the message cannot be a
     complaint, e.g. an empty body.
@@ -100,6 +157,10 @@ def normalize(
     location = raw.location
     if location is not None and location.text:
         location = location.model_copy(update={"text": clean_text(location.text)})
+    derived = derive(raw, title, body, location.text if location else None, router)
+    if derived.region_code and (location is None or not location.region_code):
+        location = (location or Location()).model_copy(
+            update={"region_code": derived.region_code})
     if location == Location():
         location = None
     try:
@@ -121,12 +182,12 @@ def normalize(
             reporter=reporter,
             title=(title or derive_title(body))[:200],
             body=body,
-            incident_date=parse_incident_date(raw.incident_date, raw.received_at.date()),
+            incident_date=derived.incident_date,
             location=location,
             attachments=raw.attachments,
-            classification=raw.classification or Classification.PENGADUAN,
-            category=raw.category,
-            agency=clean_text(raw.agency) or None if raw.agency else None,
+            classification=derived.classification,
+            category=derived.category,
+            agency=derived.agency,
             confidential=raw.confidential,
             thread_of=raw.thread_of,
             audit=Audit(
@@ -134,6 +195,7 @@ def normalize(
                 raw_ref=raw_ref,
                 gateway_version=gateway_version,
                 account=raw.account,
+                decisions=derived.decisions,
             ),
         )
     except ValidationError as exc:

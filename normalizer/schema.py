@@ -76,6 +76,11 @@ class Audit(_Model):
     raw_ref: str | None = None
     gateway_version: str
     account: str
+    decisions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Which rule decided each derived field (classification, category, agency, "
+        "region, incident_date); 'citizen' when the citizen chose it.",
+    )
 
 
 class Complaint(_Model):

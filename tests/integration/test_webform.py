@@ -148,3 +148,14 @@ async def test_metrics_count_intake_outcomes(client: TestClient) -> None:
     assert 'lapor_intake_total{channel="api",outcome="accepted"}' in text
     assert 'lapor_intake_total{channel="api",outcome="duplicate"}' in text
     assert "lapor_outbox_pending" in text
+
+
+async def test_public_status_masks_contact_details_in_the_title(client: TestClient) -> None:
+    status, page = await _post(client, {"judul": "Pungli, hubungi saya 0812-3456-7890",
+                                        "isi": "Petugas meminta uang untuk surat pengantar."})
+    assert status == 200
+    code = TRACKING_RE.search(page).group(1)  # type: ignore[union-attr]
+    data = await (await client.get(f"/api/v1/complaints/{code}")).json()
+    assert "0812-3456-7890" not in data["title"] and "7890" in data["title"]
+    status_page = await (await client.get(f"/status/{code}")).text()
+    assert "0812-3456-7890" not in status_page

@@ -293,3 +293,31 @@ def test_derive_title_keeps_a_word_that_ends_exactly_at_the_cut() -> None:
     title = derive_title(body)
     assert title == "kata " * 19 + "ruas…"
     assert len(title) == TITLE_MAX
+
+
+def test_rules_fill_what_the_citizen_left_empty_and_say_which_rule() -> None:
+    from datetime import UTC, datetime
+
+    from normalizer.routing import Router
+
+    raw = RawMessage(channel="whatsapp", account="1065", native_id="wamid.R1",
+                     received_at=datetime(2026, 11, 20, 2, 0, tzinfo=UTC),
+                     text="Lampu jalan di Jl. Juanda Samarinda mati sejak kemarin, gelap sekali.")
+    cid = complaint_id(raw.channel, raw.account, raw.native_id)
+    complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
+                          gateway_version="t", raw_ref=None, router=Router.from_files())
+    assert complaint.classification is Classification.PENGADUAN
+    assert complaint.category and complaint.agency
+    assert complaint.location is not None and complaint.location.region_code == "64.72"
+    assert complaint.incident_date == date(2026, 11, 19)
+    decided = complaint.audit.decisions
+    assert {"classification", "category", "agency", "region", "incident_date"} <= set(decided)
+    assert all(rule and rule != "citizen" for rule in decided.values())
+
+    chosen = raw.model_copy(update={"classification": Classification.ASPIRASI,
+                                    "agency": "Dinas PUPR"})
+    complaint = normalize(chosen, complaint_id=cid, tracking_code=tracking_code(cid),
+                          gateway_version="t", raw_ref=None, router=Router.from_files())
+    assert complaint.classification is Classification.ASPIRASI  # the citizen's choice wins
+    assert complaint.agency == "Dinas PUPR"
+    assert complaint.audit.decisions["classification"] == "citizen"
