@@ -107,6 +107,15 @@ class Intake(Protocol):
         """Persist a source position. Call only after every message before it was submitted."""
         ...
 
+    async def list_cursors(self, prefix: str) -> dict[str, str]:
+        """Every saved cursor whose name starts with ``prefix`` (small durable connector state
+        such as pending media downloads, resumed at start)."""
+        ...
+
+    async def delete_cursor(self, name: str) -> None:
+        """Forget a cursor (its work is done)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReplyTarget:

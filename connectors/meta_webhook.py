@@ -221,13 +221,25 @@ class GraphWebhookConnector(BaseConnector):
         return [web.get(self.path, self.handshake), web.post(self.path, self.receive)]
 
     async def start(self, intake: Intake) -> None:
-        """Open the Graph client; the routes are mounted already."""
+        """Open the Graph client and resume the media downloads a previous run left pending;
+        the routes are mounted already."""
         await self._graph.start()
         await super().start(intake)
+        for name, value in (await intake.list_cursors(self._pending_prefix)).items():
+            try:
+                message, index, ref, parent = _pending_from_json(value)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error("%s: unreadable pending media %s dropped: %s", self.name, name, exc)
+                await intake.delete_cursor(name)
+                continue
+            key = (message.channel, message.account, message.native_id, index)
+            self._followups.add(key)
+            self.count("media_resumed")
+            self._spawn(self._follow_up(message, index, ref, self._media_task(key, ref), parent))
 
     async def stop(self) -> None:
-        """Stop accepting; cancel background downloads (their attachments stay pending, see
-        the report: a durable pending-media queue would resume them) and close the client."""
+        """Stop accepting; cancel background downloads (each stays recorded as pending media
+        and is resumed by the next start) and close the client."""
         await super().stop()
         tasks = list(self._background) + list(self._media.values())
         for task in tasks:
@@ -369,9 +381,20 @@ class GraphWebhookConnector(BaseConnector):
         for index, ref, task in pending:
             key = (message.channel, message.account, message.native_id, index)
             if key not in self._followups:
+                # Durable before Meta hears 200: a restart resumes the download (start()).
+                await self.intake.save_cursor(self._pending_name(message, index),
+                                              _pending_to_json(message, index, ref, result))
                 self._followups.add(key)
                 self._spawn(self._follow_up(message, index, ref, task, result))
         return result
+
+    @property
+    def _pending_prefix(self) -> str:
+        return f"media:{self.name}:"
+
+    def _pending_name(self, message: Inbound, index: int) -> str:
+        return (f"{self._pending_prefix}{message.channel}:{message.account}:"
+                f"{message.native_id}#{index}")
 
     def _media_task(self, key: tuple[str, str, str, int],
                     ref: MediaRef) -> asyncio.Task[Attachment]:
@@ -444,7 +467,8 @@ class GraphWebhookConnector(BaseConnector):
             async for attempt in retry_policy(max_delay=self._settings.media_retry_for_s):
                 with attempt:
                     await self.submit(raw)
-        except LaporError as exc:
+            await self.intake.delete_cursor(self._pending_name(message, index))
+        except LaporError as exc:  # stays recorded as pending: the next start resumes it
             log.error("%s: follow-up %s not stored: %s", self.name, raw.native_id, exc)
             return
         self.count("media_followups")
@@ -548,3 +572,29 @@ def _problem(status: int, error: str, detail: str, *, retry_after: bool = False)
     headers = {"Retry-After": RETRY_AFTER_S} if retry_after else None
     return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
 
+
+
+def _pending_to_json(message: Inbound, index: int, ref: MediaRef, parent: IntakeResult) -> str:
+    """What resuming a pending download needs, as the cursor's value."""
+    return orjson.dumps({
+        "channel": message.channel, "account": message.account,
+        "native_id": message.native_id, "index": index,
+        "sent_at": message.sent_at.isoformat() if message.sent_at else None,
+        "sender": message.sender.model_dump(), "sender_key": message.sender_key,
+        "reply_hints": message.reply_hints,
+        "ref": {"kind": ref.kind, "name": ref.name, "mime_type": ref.mime_type,
+                "sha256": ref.sha256, "media_id": ref.media_id, "url": ref.url},
+        "parent": {"id": parent.complaint_id, "code": parent.tracking_code},
+    }).decode()
+
+
+def _pending_from_json(value: str) -> tuple[Inbound, int, MediaRef, IntakeResult]:
+    data = orjson.loads(value)
+    sent_at = datetime.fromisoformat(data["sent_at"]) if data["sent_at"] else None
+    message = Inbound(channel=data["channel"], account=data["account"],
+                      native_id=data["native_id"], kind="media",
+                      sender=Sender(**data["sender"]), sender_key=data["sender_key"],
+                      sent_at=sent_at, text="", reply_hints=dict(data["reply_hints"]))
+    ref = MediaRef(**data["ref"])
+    parent = IntakeResult(data["parent"]["id"], data["parent"]["code"], True)
+    return message, int(data["index"]), ref, parent

@@ -87,6 +87,7 @@ TWILIO_ROUTE, GENERIC_ROUTE = "/webhooks/sms/twilio", "/webhooks/sms/generic"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_WEBHOOK_BYTES = 64 * 1024  # an SMS is at most a few KiB even with 255 parts
 PENDING_CURSOR = "sms:parts:pending"  # the list of multipart messages still waiting for parts
+PARTS_PREFIX = "sms:parts:"  # cursors holding the parts of one concatenated message
 DONE_KEEP_S = 86400.0  # a finished multipart message remembers its part ids this long
 GAP = " [...] "  # stands for a part that never arrived within the window
 SENT_MEMORY = 10_000  # reply parts remembered per process, so a retried reply skips sent parts
@@ -362,10 +363,19 @@ class SmsConnector(BaseConnector):
         return [web.post(GENERIC_ROUTE, self.receive_generic)]
 
     async def start(self, intake: Intake) -> None:
-        """Remember the intake and re-arm the expiry of multipart messages still pending."""
+        """Remember the intake, re-arm the expiry of multipart messages still pending, and
+        forget finished ones older than ``DONE_KEEP_S`` (their duplicates can no longer come)."""
         await super().start(intake)
         for key in await self._pending():
             self._arm_expiry(key, await self._load_parts(key))
+        for key, value in (await intake.list_cursors(PARTS_PREFIX)).items():
+            try:
+                state = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                state = {"done": [], "at": 0}
+            if isinstance(state, dict) and "done" in state and \
+                    time.time() - float(state.get("at", 0)) > DONE_KEEP_S:
+                await intake.delete_cursor(key)
 
     async def stop(self) -> None:
         """Cancel expiry timers (their parts stay saved) and close our client session."""
@@ -503,7 +513,7 @@ class SmsConnector(BaseConnector):
     def _parts_key(self, message: GenericSms) -> str:
         assert message.parts is not None
         who = hashlib.sha256(f"{message.to or ''}\x00{message.from_}".encode()).hexdigest()[:16]
-        return f"sms:parts:{who}:{message.parts.ref}:{message.parts.total}"
+        return f"{PARTS_PREFIX}{who}:{message.parts.ref}:{message.parts.total}"
 
     async def _add_part(self, message: GenericSms, received: datetime) -> None:
         """Save one part durably; when the last one arrived, submit the joined text."""

@@ -94,3 +94,9 @@ class FakeIntake:
         current = self.deliveries.get((channel, provider_id))
         if current is None or rank.get(state, 0) > rank.get(current, 0):
             self.deliveries[(channel, provider_id)] = state
+
+    async def list_cursors(self, prefix: str) -> dict[str, str]:
+        return {k: v for k, v in self.cursors.items() if k.startswith(prefix)}
+
+    async def delete_cursor(self, name: str) -> None:
+        self.cursors.pop(name, None)

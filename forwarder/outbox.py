@@ -287,6 +287,18 @@ class Outbox:
             name, value, now_us(),
         )
 
+    async def list_cursors(self, prefix: str) -> dict[str, str]:
+        """Saved cursors whose name starts with ``prefix``."""
+        rows = await self._db.fetch(
+            "SELECT name, value FROM cursors WHERE substr(name, 1, $1) = $2",
+            len(prefix), prefix,
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def delete_cursor(self, name: str) -> None:
+        """Forget a cursor."""
+        await self._db.execute("DELETE FROM cursors WHERE name = $1", name)
+
     async def find(self, code: str) -> OutboxEntry | None:
         """The outbox entry with this tracking code, if any."""
         row = await self._db.fetchrow(

@@ -88,3 +88,9 @@ class GatewayIntake:
 
     async def save_cursor(self, name: str, value: str) -> None:
         await self._outbox.save_cursor(name, value)
+
+    async def list_cursors(self, prefix: str) -> dict[str, str]:
+        return await self._outbox.list_cursors(prefix)
+
+    async def delete_cursor(self, name: str) -> None:
+        await self._outbox.delete_cursor(name)

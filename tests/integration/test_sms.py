@@ -378,3 +378,24 @@ async def test_gammu_post_retries_until_the_gateway_is_up() -> None:
     [raw] = intake.messages.values()
     assert raw.text == "Jembatan retak"
     assert raw.account == "+6281100001708"
+
+
+async def test_finished_multipart_records_are_forgotten_after_a_day() -> None:
+    import time
+
+    import orjson
+
+    from config.sms import SmsSettings
+    from connectors.sms import DONE_KEEP_S, PARTS_PREFIX, SmsConnector
+    from connectors.testing import FakeIntake
+
+    intake = FakeIntake()
+    intake.cursors[f"{PARTS_PREFIX}old"] = orjson.dumps(
+        {"done": ["a"], "at": time.time() - DONE_KEEP_S - 60}).decode()
+    intake.cursors[f"{PARTS_PREFIX}fresh"] = orjson.dumps(
+        {"done": ["b"], "at": time.time()}).decode()
+    connector = SmsConnector(SmsSettings(enabled=True, provider="generic",
+                                         generic_hmac_secret="s"), public_url=None)
+    await connector.start(intake)
+    await connector.stop()
+    assert set(intake.cursors) == {f"{PARTS_PREFIX}fresh"}

@@ -140,6 +140,13 @@ async def test_cursors_and_open_conversations(db: Database) -> None:
         await outbox.save_cursor("telegram:bot:offset", "41")
         await outbox.save_cursor("telegram:bot:offset", "42")
         assert await outbox.load_cursor("telegram:bot:offset") == "42"
+        await outbox.save_cursor("media:whatsapp:a#0", "{}")
+        await outbox.save_cursor("media:whatsapp:b#0", "{}")
+        await outbox.save_cursor("media:meta:c#0", "{}")
+        assert set(await outbox.list_cursors("media:whatsapp:")) == {"media:whatsapp:a#0",
+                                                                      "media:whatsapp:b#0"}
+        await outbox.delete_cursor("media:whatsapp:a#0")
+        assert set(await outbox.list_cursors("media:whatsapp:")) == {"media:whatsapp:b#0"}
         first = await outbox.add(_complaint("conv-1"), b"", "x", sender_key="chat-7")
         await outbox.add(_complaint("other"), b"", "x", sender_key="chat-8")
         found = await outbox.recent_from("api", "partner", "chat-7", within_s=60)

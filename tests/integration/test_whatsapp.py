@@ -64,12 +64,13 @@ async def graph() -> AsyncIterator[EmulatedGraph]:
 
 
 @asynccontextmanager
-async def whatsapp(graph: EmulatedGraph, **overrides: Any) -> AsyncIterator[Env]:
+async def whatsapp(graph: EmulatedGraph, intake: FakeIntake | None = None,
+                   **overrides: Any) -> AsyncIterator[Env]:
     settings = WhatsAppSettings(
         enabled=True, verify_token=VERIFY, app_secret=SECRET, access_token=TOKEN,
         phone_number_id=PNID, api_base=graph.api_base, **overrides)
     connector = WhatsAppConnector(settings, public_url=None)
-    intake = FakeIntake()
+    intake = intake if intake is not None else FakeIntake()
     async with serve(connector, intake) as client:
         yield Env(connector, intake, client, WebhookClient(client, "/webhooks/whatsapp", SECRET),
                   graph)
@@ -559,3 +560,31 @@ async def test_stop_cancels_a_download_that_keeps_failing(graph: EmulatedGraph) 
         started = time.monotonic()
     assert time.monotonic() - started < 5  # stop() did not wait for the retries
     assert env.stored("wamid.Z1#media") is None
+
+
+async def test_pending_media_survives_a_restart(graph: EmulatedGraph) -> None:
+    """The download that kept failing when the connector stopped (a restart, a crash) is
+    recorded durably and resumed by the next start: the attachment arrives as a follow-up."""
+    intake = FakeIntake()
+    async with whatsapp(graph, intake, media_inline_budget_s=0.2) as env:
+        env.graph.add_media("MEDIA7", JPEG, "image/jpeg")
+        env.graph.fail("media_info", 503, times=1000)
+        response = await env.hook.post(one(wa_message(
+            "wamid.R7", CITIZEN, "image", image={"mime_type": "image/jpeg", "id": "MEDIA7"})))
+        assert response.status == 200
+        assert list(intake.cursors) == [f"media:whatsapp:whatsapp:{PNID}:wamid.R7#0"]
+    assert env.stored("wamid.R7#media") is None  # stopped before the download succeeded
+    env.graph.failures.clear()
+    async with whatsapp(graph, intake) as again:
+        async def follow_up() -> RawMessage | None:
+            return again.stored("wamid.R7#media")
+
+        raw = await wait_for(follow_up, within=20, what="the resumed media follow-up")
+        assert raw.attachments[0].state is AttachmentState.STORED
+        assert raw.thread_of == complaint_id("whatsapp", PNID, "wamid.R7")
+        assert again.connector.health().counters["media_resumed"] == 1
+
+        async def forgotten() -> bool:
+            return not intake.cursors
+
+        await wait_for(forgotten, within=10, what="the pending record deleted")
