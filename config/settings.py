@@ -40,6 +40,11 @@ class GatewaySettings(Section):
     max_body_bytes: int = Field(
         30 * MiB, gt=0, description="Largest request body accepted (larger is HTTP 413)."
     )
+    repeat_window_s: float = Field(
+        86400.0, ge=0,
+        description="The same sender sending the same text again within this many seconds is "
+        "the earlier complaint (a duplicate event), not a new one; 0 turns it off.",
+    )
     max_attachment_bytes: int = Field(
         25 * MiB, gt=0,
         description="Largest attachment stored from any channel (each channel may set less).",

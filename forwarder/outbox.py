@@ -72,6 +72,8 @@ class _Request:
     raw_content_type: str
     reply_hints: str
     sender_key: str | None
+    text_hash: str | None
+    repeat_window_s: float
     future: asyncio.Future[Added]
 
 
@@ -103,18 +105,23 @@ class Outbox:
 
     async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str,
                   reply_hints: Mapping[str, str] | None = None,
-                  sender_key: str | None = None) -> Added:
+                  sender_key: str | None = None, repeat_window_s: float = 0.0) -> Added:
         """Make ``complaint`` durable; return once committed. Raises :class:`StoreError`.
 
         ``sender_key`` identifies the citizen on the channel (chat id, phone, address) so that
-        :meth:`recent_from` can find an open conversation.
+        :meth:`recent_from` can find an open conversation. With ``repeat_window_s`` > 0, the
+        same sender sending the same text again within that window (a new message id: resent,
+        pasted twice) is the earlier complaint, reported as a duplicate.
         """
         if self._writer is None or self._writer.done():
             raise StoreError("outbox writer is not running")
         future: asyncio.Future[Added] = asyncio.get_running_loop().create_future()
         hints = orjson.dumps(dict(reply_hints or {})).decode()
+        text_hash = None
+        if sender_key is not None and repeat_window_s > 0 and complaint.thread_of is None:
+            text_hash = _text_hash(complaint.body)
         await self._queue.put(_Request(complaint, raw_payload, raw_content_type, hints,
-                                       sender_key, future))
+                                       sender_key, text_hash, repeat_window_s, future))
         return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
@@ -144,6 +151,17 @@ class Outbox:
             )
             if existing is not None:
                 return Added(complaint.id, existing[0], duplicate=True)
+            if request.text_hash is not None:
+                repeat = await tx.fetchrow(
+                    "SELECT id, tracking_code FROM outbox WHERE channel = $1 AND account = $2"
+                    " AND sender_key = $3 AND text_hash = $4 AND created_us >= $5"
+                    " ORDER BY created_us LIMIT 1",
+                    complaint.channel, complaint.audit.account, request.sender_key,
+                    request.text_hash,
+                    now_us() - int(request.repeat_window_s * 1_000_000),
+                )
+                if repeat is not None:
+                    return Added(repeat[0], repeat[1], duplicate=True)
             code = tracking_code(complaint.id, attempt)
             if code != complaint.tracking_code:
                 complaint = complaint.model_copy(update={"tracking_code": code})
@@ -151,8 +169,8 @@ class Outbox:
             inserted = await tx.fetchrow(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
                 " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
-                " sender_key, thread_of)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12)"
+                " sender_key, thread_of, text_hash)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)"
                 " ON CONFLICT DO NOTHING RETURNING id",
                 complaint.id,
                 code,
@@ -166,6 +184,7 @@ class Outbox:
                 request.reply_hints,
                 request.sender_key,
                 complaint.thread_of,
+                request.text_hash,
             )
             if inserted is not None:
                 return Added(complaint.id, code, duplicate=False)
@@ -309,3 +328,9 @@ class Outbox:
 
 def _placeholders(count: int, start: int) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+def _text_hash(body: str) -> str:
+    """The complaint text as compared for repeats: case, spacing and punctuation ignored."""
+    words = "".join(c if c.isalnum() else " " for c in body.casefold()).split()
+    return hashlib.sha256(" ".join(words).encode()).hexdigest()[:32]

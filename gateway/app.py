@@ -272,6 +272,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STATUS],
         app[REPLY_QUEUE],
         app[ROUTER],
+        repeat_window_s=settings.gateway.repeat_window_s,
     )
     connectors = app[CONNECTORS]
     for connector in connectors:

@@ -7,6 +7,7 @@ normalise → exact dedup and durable write (the outbox, one unique key) → wak
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 
@@ -17,7 +18,7 @@ from gateway import __version__
 from gateway.attachments import AttachmentStore
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from gateway.status import StatusService
-from normalizer.ids import complaint_id, tracking_code
+from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, sender_key
 from normalizer.routing import Router
@@ -25,14 +26,19 @@ from normalizer.schema import Attachment
 
 log = logging.getLogger(__name__)
 
+#: A tracking code as citizens quote it (hyphenated, any case): the hyphen keeps ordinary
+#: ten-letter words and numbers from being read as codes.
+QUOTED_CODE = re.compile(r"(?<![0-9A-Za-z])[0-9A-Za-z]{5}-[0-9A-Za-z]{5}(?![0-9A-Za-z])")
+
 
 class GatewayIntake:
     """Normalise, dedup and make durable."""
 
     def __init__(self, outbox: Outbox, attachments: AttachmentStore,
                  status: StatusService, replies: ReplyQueue,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, repeat_window_s: float = 0.0) -> None:
         self._router = router
+        self._repeat_window_s = repeat_window_s
         self._outbox = outbox
         self._attachments = attachments
         self._status = status
@@ -41,6 +47,10 @@ class GatewayIntake:
     async def submit(self, raw: RawMessage) -> IntakeResult:
         started = time.perf_counter()
         cid = complaint_id(raw.channel, raw.account, raw.native_id)
+        if raw.thread_of is None:
+            quoted = await self._quoted_complaint(raw, cid)
+            if quoted is not None:  # "about my report K7M2Q-9XD4T: ..." is a follow-up
+                raw = raw.model_copy(update={"thread_of": quoted})
         try:
             complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
                                   gateway_version=__version__, raw_ref=f"outbox:{cid}",
@@ -49,7 +59,8 @@ class GatewayIntake:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
         added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
-                                       raw.reply_hints, sender_key(raw))
+                                       raw.reply_hints, sender_key(raw),
+                                       repeat_window_s=self._repeat_window_s)
         outcome = "duplicate" if added.duplicate else "accepted"
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
@@ -57,6 +68,15 @@ class GatewayIntake:
         log.info("intake %s %s complaint=%s code=%s", raw.channel, outcome, added.complaint_id,
                  added.tracking_code)
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
+
+    async def _quoted_complaint(self, raw: RawMessage, own_id: str) -> str | None:
+        """The complaint whose tracking code the message quotes (title or text), if any."""
+        for match in QUOTED_CODE.finditer(f"{raw.title or ''}\n{raw.text}"):
+            code = parse_tracking_code(match.group(0))
+            entry = await self._outbox.find(code) if code else None
+            if entry is not None and entry.complaint_id != own_id:
+                return entry.complaint_id
+        return None
 
     async def store_attachment(self, *, name: str, declared_type: str | None,
                                data: bytes) -> Attachment:

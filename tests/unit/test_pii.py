@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from normalizer.pii import Finding, find_pii, mask_pii
@@ -160,6 +160,9 @@ def test_masking_is_idempotent(before: str, pii: str, after: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(_SAFE_TEXT, _phones(), _SAFE_TEXT)
 def test_no_full_phone_survives(before: str, phone: str, after: str) -> None:
+    # "Rp 628110000000" is an amount of money, not a phone number: digits right after a
+    # currency word are never masked (see test_text_without_pii_is_never_changed).
+    assume(not before.rstrip().casefold().endswith(("rp", "rp.", "idr")))
     masked = mask_pii(f"{before} {phone} {after}").text
     assert phone not in masked
     digits = "".join(c for c in phone if c.isdigit())
