@@ -97,7 +97,9 @@ class StoreSettings(Section):
         description="sqlite:///path.db or postgresql://user@host/db; "
         "default sqlite:///<data_dir>/lapor.db",
     )
-    pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size.")
+    pool_size: int = Field(
+        10, ge=2, description="PostgreSQL connection pool size (migrations need two)."
+    )
 
     @field_validator("url")
     @classmethod

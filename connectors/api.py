@@ -96,9 +96,10 @@ class ApiConnector(BaseConnector):
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header[:7].lower() == "bearer " else \
             request.headers.get("X-API-Key", "")
+        offered = given.encode("utf-8", "surrogateescape")  # undecodable bytes stay bytes
         found = None
         for partner, key in self._keys:
-            if hmac.compare_digest(given.encode(), key) and given:
+            if hmac.compare_digest(offered, key) and given:
                 found = partner
         return found
 
@@ -121,7 +122,12 @@ class ApiConnector(BaseConnector):
         if len(complaint.attachments) > self._settings.max_attachments:
             return problem(422, "validation_failed", fields={
                 "attachments": f"at most {self._settings.max_attachments} attachments"})
-        native_id = (complaint.external_id or request.headers.get("Idempotency-Key")
+        idempotency_key = request.headers.get("Idempotency-Key", "")
+        if idempotency_key and not (idempotency_key.isprintable() and idempotency_key.isascii()
+                                    and len(idempotency_key) <= 200):
+            return problem(422, "validation_failed", fields={
+                "Idempotency-Key": "at most 200 printable ASCII characters"})
+        native_id = (complaint.external_id or idempotency_key
                      or "sha256:" + hashlib.sha256(body).hexdigest())
         try:
             attachments = []

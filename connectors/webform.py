@@ -23,7 +23,7 @@ from aiohttp import BodyPartReader, web
 from config.settings import WebformSettings
 from connectors.base import Attachment, BaseConnector, RawMessage, Sender
 from errors import StoreUnavailable, ValidationFailed
-from normalizer.normalize import normalize_email, normalize_phone
+from normalizer.normalize import indonesian_today, normalize_email, normalize_phone
 from normalizer.schema import Classification, Location
 
 Render = Callable[[str, Mapping[str, Any]], str]
@@ -54,15 +54,20 @@ class CsrfGuard:
             return False
         nonce, _, signature = token.rpartition(".")
         # Compare bytes: compare_digest refuses non-ASCII str, and input is untrusted.
-        if not hmac.compare_digest(signature.encode(), self._sign(nonce).encode()):
+        if not hmac.compare_digest(_bytes(signature), self._sign(nonce).encode()):
             return False
-        if not hmac.compare_digest(nonce.encode(), cookie.encode()):
+        if not hmac.compare_digest(_bytes(nonce), _bytes(cookie)):
             return False
         issued = nonce.split(".", 1)[0]
         return issued.isdigit() and time.time() - int(issued) < CSRF_MAX_AGE_S
 
     def _sign(self, nonce: str) -> str:
-        return hmac.new(self._secret, nonce.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self._secret, _bytes(nonce), hashlib.sha256).hexdigest()[:32]
+
+
+def _bytes(text: str) -> bytes:
+    """Untrusted header/form text as bytes; aiohttp keeps undecodable bytes as surrogates."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -102,7 +107,7 @@ class WebformConnector(BaseConnector):
             "max_files": self._settings.max_files,
             "max_file_mb": self._settings.max_file_bytes // (1024 * 1024),
             "classifications": [c.value for c in Classification],
-            "today": date.today().isoformat(),
+            "today": indonesian_today(datetime.now(UTC)).isoformat(),
         })
         response = web.Response(text=html, content_type="text/html", status=status)
         response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="Strict",
@@ -245,7 +250,7 @@ def validate_fields(values: Mapping[str, str]) -> dict[str, str]:
     when = values.get("tanggal_kejadian", "").strip()
     if when:
         try:
-            if date.fromisoformat(when) > date.today():
+            if date.fromisoformat(when) > indonesian_today(datetime.now(UTC)):
                 errors["tanggal_kejadian"] = "Tanggal kejadian tidak boleh di masa depan."
         except ValueError:
             errors["tanggal_kejadian"] = "Tanggal kejadian tidak valid (format TTTT-BB-HH)."

@@ -168,6 +168,10 @@ class SqliteDatabase(Database):
             try:
                 await self._conn.commit()
             except sqlite3.Error as exc:
+                try:  # never leave the shared connection inside a transaction
+                    await self._conn.rollback()
+                except sqlite3.Error:
+                    pass
                 raise _sqlite_error(exc) from exc
 
     async def close(self) -> None:

@@ -148,12 +148,16 @@ class Producer:
         the (translated) error.
         """
         if self._producer is None:
-            error = BrokerUnavailable("producer is not connected")
-            return [error for _ in records]
+            try:
+                await self.start()  # Kafka was down when we started, or a restart failed
+            except BrokerUnavailable as exc:
+                return [exc for _ in records]
+        producer = self._producer
+        assert producer is not None
         futures: list[asyncio.Future[Any] | BaseException] = []
         for key, value, headers in records:
             try:
-                futures.append(await self._producer.send(topic, value, key=key, headers=headers))
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
             except KafkaError as exc:
                 futures.append(_translate(exc))
         results: list[BaseException | None] = []

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from errors import StoreError
+from errors import StoreError, is_retriable
 from forwarder.db import Database, Executor
 from normalizer.ids import tracking_code
 from normalizer.schema import Complaint
@@ -133,6 +133,11 @@ class Outbox:
                 async with self._db.transaction() as tx:
                     results = [await self._insert(tx, request) for request in batch]
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
+                if len(batch) > 1 and not is_retriable(exc):
+                    # One bad request must not fail the others: commit each on its own.
+                    for request in batch:
+                        await self._write_one(request)
+                    continue
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(exc)
@@ -142,6 +147,19 @@ class Outbox:
                     request.future.set_result(result)
             if any(not r.duplicate for r in results):
                 self.new_entries.set()
+
+    async def _write_one(self, request: _Request) -> None:
+        try:
+            async with self._db.transaction() as tx:
+                result = await self._insert(tx, request)
+        except Exception as exc:  # noqa: BLE001 - the waiter hears of it
+            if not request.future.done():
+                request.future.set_exception(exc)
+            return
+        if not request.future.done():
+            request.future.set_result(result)
+        if not result.duplicate:
+            self.new_entries.set()
 
     async def _insert(self, tx: Executor, request: _Request) -> Added:
         complaint = request.complaint

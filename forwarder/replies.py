@@ -113,18 +113,18 @@ class ReplyQueue:
                               at_us: int | None, error: str | None) -> bool:
         """Record what the channel says became of a reply we sent; only moves forward
         (sent → delivered → read; failed is final). True when the state changed."""
-        row = await self._db.fetchrow(
-            "SELECT delivery_state FROM replies WHERE channel = $1 AND provider_id = $2",
-            channel, provider_id,
-        )
-        if row is None or DELIVERY_RANK.get(state, 0) <= DELIVERY_RANK.get(row[0] or "", 0):
+        rank = DELIVERY_RANK.get(state)
+        if rank is None:
             return False
-        await self._db.execute(
+        # One conditional statement: concurrent reports cannot move the state backwards.
+        rows = await self._db.fetch(
             "UPDATE replies SET delivery_state = $1, delivery_us = $2, delivery_error = $3"
-            " WHERE channel = $4 AND provider_id = $5",
-            state, at_us or now_us(), error, channel, provider_id,
+            " WHERE channel = $4 AND provider_id = $5 AND COALESCE(CASE delivery_state"
+            " WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3"
+            " WHEN 'failed' THEN 4 END, 0) < $6 RETURNING provider_id",
+            state, at_us or now_us(), error, channel, provider_id, rank,
         )
-        return True
+        return bool(rows)
 
     async def states(self, complaint_id: str) -> list[ReplyState]:
         """Every reply owed for a complaint, with its delivery state."""

@@ -14,7 +14,7 @@ import orjson
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from errors import BrokerUnavailable
+from errors import BrokerUnavailable, StoreError
 from forwarder.consumer import ConsumerLoop
 from forwarder.kafka import (
     CE_TYPE_DEAD_LETTER,
@@ -48,9 +48,29 @@ class Sink(ConsumerLoop):
             try:
                 complaints.append(Complaint.from_json(record.value or b""))
             except ValidationError as exc:
-                dead.append((record, f"schema violation: {exc.errors()[:5]}"))
+                errors = exc.errors(include_input=False, include_url=False)[:5]
+                dead.append((record, f"schema violation: {errors}"))
         unique = list({c.id: c for c in complaints}.values())
-        stored = await self._store.upsert_many(unique)
+        try:
+            stored = await self._store.upsert_many(unique)
+        except StoreError as exc:
+            if exc.retriable:
+                raise
+            # One record the store refuses must not hold back its partitions: store one by
+            # one and dead-letter what is refused.
+            stored, refused = {}, set()
+            for complaint in unique:
+                try:
+                    stored.update(await self._store.upsert_many([complaint]))
+                except StoreError as single:
+                    if single.retriable:
+                        raise
+                    refused.add(complaint.id)
+                    dead.append((_record_of(records, complaint.id),
+                                 f"refused by the central store: {type(single).__name__}"))
+            log.error("sink: the store refused %d record(s) of a batch: %s", len(refused),
+                      type(exc).__name__)
+            unique = [c for c in unique if c.id not in refused]
         for complaint in unique:
             if complaint.id not in stored:
                 dead.append((_record_of(records, complaint.id),

@@ -206,8 +206,11 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
         if BROKER not in app:
             await ensure_topics(bootstrap, Topics.from_settings(settings.kafka).all(),
                                 settings.kafka.partitions)
+    except LaporError as exc:  # topics may be managed by the cluster's operators
+        log.warning("could not check or create the topics (%s)", exc)
+    try:
         await producer.start()
-    except LaporError as exc:  # the outbox keeps complaints until Kafka is back
+    except LaporError as exc:  # the outbox keeps complaints; sends start the producer later
         log.warning("Kafka not reachable at start (%s); will keep retrying", exc)
     app[PRODUCER] = producer
     yield

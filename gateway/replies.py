@@ -95,7 +95,12 @@ class ReplyLoop:
                 log.warning("replies: cannot read the queue: %s", exc)
                 jobs = []
             if jobs:
-                await asyncio.gather(*(self._send(job) for job in jobs))
+                for job, outcome in zip(jobs, await asyncio.gather(
+                        *(self._send(job) for job in jobs), return_exceptions=True),
+                        strict=True):
+                    if isinstance(outcome, Exception):  # the lease retries it later
+                        log.error("replies: %s for complaint=%s not recorded: %s: %s",
+                                  job.kind, job.complaint_id, type(outcome).__name__, outcome)
                 continue
             self._wake.clear()
             try:
@@ -109,9 +114,8 @@ class ReplyLoop:
             await self._queue.mark_failed(job.complaint_id, job.kind,
                                           f"no connector sends on {job.channel}")
             return
-        target = _target(job)
         try:
-            provider_id = await connector.send_reply(target, job.body)
+            provider_id = await connector.send_reply(_target(job), job.body)
         except LaporError as exc:
             await self._failed_attempt(job, exc)
             return

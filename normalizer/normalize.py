@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import phonenumbers
 from pydantic import ValidationError
@@ -65,7 +65,17 @@ def normalize_email(raw: str | None) -> str | None:
     if not raw:
         return None
     email = raw.strip().lower()
-    return email if _EMAIL.match(email) else None
+    return email if _EMAIL.match(email) and not _CONTROL.search(email) else None
+
+
+#: Indonesia's easternmost time zone (WIT, UTC+9): a date is "in the future" only when it is
+#: so everywhere in the country.
+WIT = timezone(timedelta(hours=9))
+
+
+def indonesian_today(moment: datetime) -> date:
+    """The latest calendar date anywhere in Indonesia at ``moment`` (its WIT date)."""
+    return moment.astimezone(WIT).date()
 
 
 def parse_incident_date(raw: str | None, received: date) -> date | None:
@@ -104,7 +114,7 @@ def derive(raw: RawMessage, title: str, body: str, location_text: str | None,
     the citizen did not choose them; what the citizen chose always wins."""
     decisions: dict[str, str] = {}
     if raw.incident_date:
-        incident = parse_incident_date(raw.incident_date, raw.received_at.date())
+        incident = parse_incident_date(raw.incident_date, indonesian_today(raw.received_at))
         decisions["incident_date"] = "citizen"
     else:
         found = find_incident_date(f"{title}\n{body}", raw.received_at)

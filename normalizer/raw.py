@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from normalizer.schema import Attachment, Classification, Location
+from normalizer.schema import CONTROL_CHARACTERS, Attachment, Classification, Location
 
 
 class Sender(BaseModel):
@@ -64,4 +64,5 @@ class RawMessage(BaseModel):
 def sender_key(raw: RawMessage) -> str | None:
     """The citizen's identity on the message's channel: user id, else phone, email, handle."""
     sender = raw.sender
-    return sender.channel_user_id or sender.phone or sender.email or sender.handle
+    key = sender.channel_user_id or sender.phone or sender.email or sender.handle
+    return CONTROL_CHARACTERS.sub("", key) if key else None

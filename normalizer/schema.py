@@ -8,11 +8,12 @@ for the central system is ``config/complaint.v1.schema.json``; a test keeps it e
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -33,8 +34,28 @@ class AttachmentState(StrEnum):
     REJECTED = "rejected"
 
 
+#: C0 control characters and DEL, except tab, line feed and carriage return: never part of
+#: a citizen's words, and NUL is refused by PostgreSQL text and jsonb.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _without_controls(value: Any) -> Any:
+    if isinstance(value, str):
+        return CONTROL_CHARACTERS.sub("", value)
+    if isinstance(value, dict):
+        return {k: _without_controls(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_controls(v) for v in value)
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strip_controls(cls, data: Any) -> Any:
+        return _without_controls(data)
 
 
 class Reporter(_Model):

@@ -108,27 +108,42 @@ async def test_broker_loss_loses_nothing(tmp_path: Path, pg: PgDatabase) -> None
 
 async def test_broker_down_at_start_then_up(tmp_path: Path, pg: PgDatabase,
                                             kafka_env: dict[str, str]) -> None:
-    """Kafka unreachable when the gateway starts: complaints are accepted into the outbox and
-    flow as soon as a broker answers."""
+    """Kafka unreachable when the gateway and the sink start: complaints are accepted into
+    the outbox and flow as soon as a broker answers (the sink starts its producer late); one
+    of them carries NUL characters, which PostgreSQL would refuse, and blocks nothing."""
     from tests.integration.support import BrokerProcess
 
     late = BrokerProcess()  # port reserved, nothing listening yet
     env = {**kafka_env, "LAPOR_KAFKA__BOOTSTRAP_SERVERS": late.bootstrap,
            "LAPOR_STORE__URL": pg.url,
            "LAPOR_CONNECTORS__API__KEYS": json.dumps({"partner": API_KEY})}
-    gateway = GatewayProcess(tmp_path / "gw", env)
+    gateway = GatewayProcess(tmp_path / "gw", env, command="gateway")
+    sink = GatewayProcess(tmp_path / "sink", env, command="sink")
     await gateway.start()
+    await sink.start()
     try:
         async with aiohttp.ClientSession() as session:
             accepted = {f"late-{i}": (await _submit(session, gateway.url, f"late-{i}"))[
                 "tracking_code"] for i in range(10)}
-        assert (await readyz(gateway.url))["outbox"]["pending"] == 10
+            async with session.post(f"{gateway.url}/api/v1/complaints", headers=HEADERS, json={
+                "external_id": "late-nul", "body": "Jalan\u0000 rusak.",
+                "category": "jalan\u0000", "reporter": {"handle": "@x\u0000y"},
+            }) as response:
+                assert response.status == 202
+                accepted["late-nul"] = (await response.json())["tracking_code"]
+        assert (await readyz(gateway.url))["outbox"]["pending"] == 11
         assert await _store_counts(pg) == (0, 0)
         late.start()
         await wait_for(lambda: _all_stored(pg, accepted), within=90,
                        what="complaints accepted while Kafka was down reach the store")
+
+        async def receipted() -> bool:
+            return (await readyz(gateway.url))["outbox"]["pending"] == 0
+
+        await wait_for(receipted, within=60, what="receipts from a sink that started early")
     finally:
         assert gateway.terminate() == 0, gateway.log()
+        assert sink.terminate() == 0, sink.log()
         late.stop()
 
 

@@ -159,3 +159,28 @@ async def test_public_status_masks_contact_details_in_the_title(client: TestClie
     assert "0812-3456-7890" not in data["title"] and "7890" in data["title"]
     status_page = await (await client.get(f"/status/{code}")).text()
     assert "0812-3456-7890" not in status_page
+
+
+async def test_undecodable_header_bytes_are_refused_not_crashed(client: TestClient) -> None:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    body = b'{"body": "Jalan rusak."}'
+    writer.write(b"POST /api/v1/complaints HTTP/1.1\r\nHost: x\r\nX-API-Key: \xff\xfe\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] in (b"400", b"401")
+
+
+async def test_nul_characters_are_stripped_not_fatal(client: TestClient) -> None:
+    response = await client.post("/api/v1/complaints", headers={"X-API-Key": "k"}, json={
+        "external_id": "nul-1", "body": "Lampu\u0000 padam.", "category": "pju\u0000",
+        "reporter": {"email": "a\u0000@b.id", "handle": "@x\u0000"}})
+    assert response.status == 202
+    code = (await response.json())["tracking_code"]
+    data = await (await client.get(f"/api/v1/complaints/{code}")).json()
+    assert data["tracking_code"] == code

@@ -18,7 +18,7 @@ from normalizer.normalize import (
     normalize_phone,
     parse_incident_date,
 )
-from normalizer.raw import RawMessage, Sender
+from normalizer.raw import RawMessage, Sender, sender_key
 from normalizer.schema import Classification, Complaint, Location
 
 RECEIVED = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
@@ -321,3 +321,31 @@ def test_rules_fill_what_the_citizen_left_empty_and_say_which_rule() -> None:
     assert complaint.classification is Classification.ASPIRASI  # the citizen's choice wins
     assert complaint.agency == "Dinas PUPR"
     assert complaint.audit.decisions["classification"] == "citizen"
+
+
+def test_today_in_eastern_indonesia_is_not_the_future() -> None:
+    from datetime import UTC, datetime
+
+    # 22:30 UTC on 20 Nov is already 21 Nov in Jayapura (WIT) and 06:30 in Makassar (WITA).
+    raw = RawMessage(channel="api", account="p", native_id="tz-1", text="Banjir pagi ini.",
+                     received_at=datetime(2026, 11, 20, 22, 30, tzinfo=UTC),
+                     incident_date="2026-11-21")
+    cid = complaint_id(raw.channel, raw.account, raw.native_id)
+    complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
+                          gateway_version="t", raw_ref=None)
+    assert complaint.incident_date == date(2026, 11, 21)
+
+
+def test_control_characters_never_reach_the_complaint() -> None:
+    from datetime import UTC, datetime
+
+    raw = RawMessage(channel="api", account="p", native_id="nul\x00id", text="Jalan\x00 rusak.",
+                     received_at=datetime(2026, 11, 20, tzinfo=UTC), category="jalan\x00",
+                     sender=Sender(email="a\x00@b.id", handle="@x\x00y", channel_user_id="7\x00"))
+    cid = complaint_id(raw.channel, raw.account, raw.native_id)
+    complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
+                          gateway_version="t", raw_ref=None)
+    assert "\x00" not in complaint.to_json().decode("unicode_escape")
+    assert complaint.category == "jalan" and complaint.native_id == "nulid"
+    assert complaint.reporter.email is None  # not an address once the NUL is seen
+    assert sender_key(raw) == "7"

@@ -144,3 +144,23 @@ async def test_follow_ups_get_no_second_acknowledgement(db: Database) -> None:
     loop = ReplyLoop(ReplyQueue(db), [FakeChannel()], None)
     await loop.on_delivered([receipt])
     assert await ReplyQueue(db).states(receipt["id"]) == []
+
+
+async def test_delivery_states_only_move_forward(db: Database) -> None:
+    channel = FakeChannel()
+    loop = ReplyLoop(ReplyQueue(db), [channel], None)
+    receipt = await _accepted(db, "m7")
+    await loop.start()
+    try:
+        await loop.on_delivered([receipt])
+        await _until(lambda: loop.sent == 1)
+    finally:
+        await loop.stop()
+    queue = ReplyQueue(db)
+    assert await queue.record_delivery("fake", "msg-1", "read", None, None)
+    assert not await queue.record_delivery("fake", "msg-1", "delivered", None, None)
+    assert not await queue.record_delivery("fake", "msg-1", "sent", None, None)
+    assert await queue.record_delivery("fake", "msg-1", "failed", None, "131026")
+    assert not await queue.record_delivery("fake", "unknown", "read", None, None)
+    [state] = await queue.states(receipt["id"])
+    assert state.delivery_state == "failed"
