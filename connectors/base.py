@@ -183,6 +183,17 @@ class BaseConnector(ABC):
         """Signal and drain; push connectors have nothing in flight of their own."""
         self._health.state = ConnectorState.STOPPED
 
+    def pause(self) -> None:
+        """An operator's pause: push routes answer 503 (the channel retries later), pull
+        loops stop fetching; nothing already accepted is affected."""
+        if self._health.state in (ConnectorState.RUNNING, ConnectorState.DEGRADED):
+            self._health.state = ConnectorState.PAUSED
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        if self._health.state is ConnectorState.PAUSED:
+            self._health.state = ConnectorState.RUNNING
+
     def health(self) -> Health:
         """A snapshot of this connector's health."""
         return Health(self._health.state, self._health.last_success, self._health.last_error,

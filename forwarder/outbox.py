@@ -310,6 +310,16 @@ class Outbox:
         )
         return digest
 
+    async def dead_letters(self, limit: int) -> list[dict[str, object]]:
+        """The newest dead letters, without their payloads."""
+        rows = await self._db.fetch(
+            "SELECT id, channel, account, reason, content_type, created_us, replayed_us,"
+            " length(payload) FROM dead_letters ORDER BY created_us DESC LIMIT $1", limit,
+        )
+        return [{"id": r[0], "channel": r[1], "account": r[2], "reason": r[3],
+                 "content_type": r[4], "created_us": r[5], "replayed_us": r[6],
+                 "size": r[7]} for r in rows]
+
     async def load_cursor(self, name: str) -> str | None:
         """A pull connector's saved source position."""
         row = await self._db.fetchrow("SELECT value FROM cursors WHERE name = $1", name)

@@ -54,6 +54,7 @@ from gateway.metrics import (
     SINK_RECORDS,
 )
 from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
+from gateway.ops import ops_routes
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
 from normalizer.routing import Router
@@ -119,6 +120,8 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
         app.router.add_get("/status/{code}", status_page)
         app.router.add_get("/status", status_form)
         app.router.add_get("/api/v1/complaints/{code}", status_api)
+        app.router.add_routes(ops_routes(settings.gateway, lambda a: a[CONNECTORS],
+                                         forwarder_state, _dead_letters))
         # Connectors start first and stop last; the reply loop needs them running.
         app.cleanup_ctx.append(_connectors_ctx)
         app.cleanup_ctx.append(_forwarding)
@@ -293,6 +296,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+async def forwarder_state(app: web.Application) -> dict[str, Any]:
+    """Outbox depth and age, the publisher's last error, the broker: for ops and readiness."""
+    state: dict[str, Any] = {"kafka": {"bootstrap": app[BOOTSTRAP],
+                                       "producer": app[PRODUCER].started}}
+    if PUBLISHER in app:
+        depth, age = await app[OUTBOX].depth()
+        state["outbox"] = {"pending": depth, "oldest_s": round(age, 3)}
+        state["publisher_last_error"] = app[PUBLISHER].last_error
+    if BROKER in app:
+        state["embedded_broker"] = {"pid": app[BROKER].pid, "restarts": app[BROKER].restarts}
+    return state
+
+
+async def _dead_letters(app: web.Application, limit: int) -> list[dict[str, Any]]:
+    return await app[OUTBOX].dead_letters(limit)
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the durable store answers (Kafka may be down: the outbox absorbs that)."""
     app = request.app
@@ -303,13 +323,7 @@ async def readyz(request: web.Request) -> web.Response:
     except LaporError as exc:
         body["store"] = f"unavailable: {exc}"
         return web.json_response({**body, "status": "unavailable"}, status=503)
-    if PUBLISHER in app:
-        body["publisher_last_error"] = app[PUBLISHER].last_error
-        depth, age = await app[OUTBOX].depth()
-        body["outbox"] = {"pending": depth, "oldest_s": round(age, 3)}
-    body["kafka"] = {"bootstrap": app[BOOTSTRAP], "producer": app[PRODUCER].started}
-    if BROKER in app:
-        body["embedded_broker"] = {"pid": app[BROKER].pid, "restarts": app[BROKER].restarts}
+    body.update(await forwarder_state(app))
     return web.json_response({**body, "status": "ready"},
                              dumps=lambda o: orjson.dumps(o).decode())
 

@@ -13,17 +13,19 @@ import csv
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from config.settings import Settings, load_settings
 from config.sms import gammu_environment
 from connectors.sms import run_gammu_receive
-from errors import LaporError
+from errors import ConfigError, LaporError
 from forwarder.db import open_database
 from forwarder.store import CentralStore
 from gateway import __version__
@@ -63,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[common],
                                  help="every complaint in the central store to standard output")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    status = commands.add_parser(
+        "status", parents=[common],
+        help="connector health of the running instance, as a table (uses gateway.ops_token)",
+    )
+    status.add_argument("--url", help="base URL of the instance (default: gateway.host:port)")
     receive = commands.add_parser(
         "sms-receive", parents=[common],
         help="Gammu SMSD RunOnReceive: post the received SMS to the gateway's generic webhook",
@@ -79,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
         if args.command == "export":
             return asyncio.run(export(settings, args.format, sys.stdout))
+        if args.command == "status":
+            return asyncio.run(show_status(settings, args.url, sys.stdout))
         if args.command == "sms-receive":
             posted = asyncio.run(run_gammu_receive(settings.connectors.sms, gammu_environment(),
                                                    args.ids))
@@ -146,6 +155,47 @@ async def export(settings: Settings, fmt: str, out: TextIO) -> int:
     finally:
         await db.close()
     return 0
+
+
+async def show_status(settings: Settings, url: str | None, out: TextIO) -> int:
+    """Print the running instance's connectors (state, last success, last error, counters)."""
+    if settings.gateway.ops_token is None:
+        raise ConfigError("gateway.ops_token: set it (here and on the instance) to use status")
+    host = settings.gateway.host if settings.gateway.host not in ("0.0.0.0", "::") \
+        else "127.0.0.1"
+    base = (url or f"http://{host}:{settings.gateway.port}").rstrip("/")
+    headers = {"Authorization": f"Bearer {settings.gateway.ops_token.get_secret_value()}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, \
+                session.get(f"{base}/ops/api/connectors", headers=headers) as response:
+            if response.status != 200:
+                raise LaporError(f"{base} answered {response.status}: {await response.text()}")
+            data = await response.json()
+    except aiohttp.ClientError as exc:
+        raise LaporError(f"cannot reach {base}: {exc}") from exc
+    rows = [("CONNECTOR", "STATE", "LAST SUCCESS", "ACCEPTED", "DUPLICATES", "REJECTED",
+             "ERRORS", "LAST ERROR")]
+    for c in data["connectors"]:
+        counters = c["counters"]
+        rows.append((c["name"], c["state"], _ago(c["last_success"]),
+                     str(counters.get("accepted", 0)), str(counters.get("duplicates", 0)),
+                     str(counters.get("rejected", 0)), str(counters.get("errors", 0)),
+                     (c["last_error"] or "")[:60]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                    strict=True)).rstrip() + "\n")
+    outbox = data["forwarder"].get("outbox")
+    if outbox:
+        out.write(f"\noutbox: {outbox['pending']} pending, oldest {outbox['oldest_s']:.1f}s\n")
+    return 0
+
+
+def _ago(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0, int(time.time() - moment))
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
 
 
 def _flatten(record: dict[str, object]) -> dict[str, object]:
