@@ -304,7 +304,8 @@ class GraphWebhookConnector(BaseConnector):
                 await self._dead(self.name, "", "signed body is not valid JSON", body)
             except StoreUnavailable:
                 return _problem(503, "unavailable", "not stored; retry", retry_after=True)
-            return _problem(400, "invalid_json", "the signed body is not valid JSON")
+            # Kept as a dead letter; Meta must not redeliver the same bytes for days.
+            return web.json_response({"received": 0, "dead_letter": True})
         if not isinstance(payload, dict) or payload.get("object") not in self.objects:
             kind = payload.get("object") if isinstance(payload, dict) else type(payload).__name__
             self.count("ignored_objects")
@@ -504,11 +505,12 @@ class GraphWebhookConnector(BaseConnector):
 
     async def _record_status(self, status: StatusUpdate) -> None:
         self.count("statuses")
-        if self.deliveries.update(status):
-            await self.intake.record_delivery(
-                channel=status.channel, provider_id=status.message_id, state=status.status,
-                at=status.timestamp,
-                error=",".join(str(c) for c in status.error_codes) or None)
+        # Durable first (the store only moves states forward): if it fails, Meta gets 503,
+        # redelivers, and the status is recorded then.
+        await self.intake.record_delivery(
+            channel=status.channel, provider_id=status.message_id, state=status.status,
+            at=status.timestamp, error=",".join(str(c) for c in status.error_codes) or None)
+        self.deliveries.update(status)
         if status.status == "failed":
             log.warning("%s: our message %s failed: codes %s", self.name, status.message_id,
                         list(status.error_codes))

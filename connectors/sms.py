@@ -127,7 +127,9 @@ def basic_auth(user: str, password: str) -> str:
 
 
 def _same(given: str, expected: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+    # aiohttp keeps undecodable header bytes as surrogates: encode them back, never crash.
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                               expected.encode())
 
 
 # --- SMS length -------------------------------------------------------------------------------
@@ -411,6 +413,10 @@ class SmsConnector(BaseConnector):
             return web.Response(status=503, headers={"Retry-After": "30"})
         sid, sender = str(form.get("MessageSid", "")), str(form.get("From", ""))
         if not sid or not sender:
+            if (failure := await self._keep_unusable(
+                    "MessageSid and From are required", body,
+                    "application/x-www-form-urlencoded")) is not None:
+                return failure
             return web.Response(status=400, text="MessageSid and From are required")
         sms = InboundSms(native_id=sid, sender=sender, to=str(form.get("To", "")) or None,
                          text=str(form.get("Body", "")), received_at=datetime.now(UTC),
@@ -419,6 +425,19 @@ class SmsConnector(BaseConnector):
         if failure is not None:
             return failure
         return web.Response(text=TWIML_EMPTY, content_type="application/xml")
+
+    async def _keep_unusable(self, reason: str, body: bytes,
+                             content_type: str) -> web.Response | None:
+        """Keep a signed but unusable request as a dead letter (raw bytes and reason); a
+        503 when even that cannot be stored, so the provider retries."""
+        self.count("dead_letters")
+        try:
+            await self.intake.dead_letter(channel="sms", account=self._settings.account,
+                                          reason=reason, payload=body,
+                                          content_type=content_type)
+        except StoreUnavailable:
+            return web.Response(status=503, headers={"Retry-After": "30"})
+        return None
 
     async def receive_generic(self, request: web.Request) -> web.Response:
         """The generic JSON webhook: verify, join parts, submit, answer ``{"ok": true}``."""
@@ -439,6 +458,10 @@ class SmsConnector(BaseConnector):
         except ValidationError as exc:
             fields = {".".join(str(p) for p in e["loc"]) or "body": e["msg"]
                       for e in exc.errors()}
+            if (failure := await self._keep_unusable(
+                    f"invalid generic SMS: {sorted(fields)}", body,
+                    "application/json")) is not None:
+                return failure
             return web.json_response({"error": "validation_failed", "fields": fields},
                                      status=400)
         received = message.received_at if message.received_at and message.received_at.tzinfo \
@@ -584,18 +607,25 @@ class SmsConnector(BaseConnector):
 
     async def _expire(self, key: str, deadline: float) -> None:
         """After the window, submit what arrived of an incomplete multipart message."""
-        await asyncio.sleep(max(0.0, deadline - time.time()))
-        for attempt in range(10):
-            try:
-                async with self._parts_lock:
-                    state = await self._load_parts(key)
-                    if "parts" in state:
-                        self.count("incomplete_multipart")
-                        await self._submit_parts(key, state)
-                break
-            except StoreUnavailable:
-                await asyncio.sleep(min(60.0, 2.0 ** attempt))
-        self._expiry.pop(key, None)
+        try:
+            await asyncio.sleep(max(0.0, deadline - time.time()))
+            attempt = 0
+            while True:  # the parts were acknowledged: keep trying until stop()
+                try:
+                    async with self._parts_lock:
+                        state = await self._load_parts(key)
+                        if "parts" in state:
+                            self.count("incomplete_multipart")
+                            await self._submit_parts(key, state)
+                    return
+                except Exception as exc:  # noqa: BLE001 - logged; the parts stay saved
+                    log.warning("sms: incomplete multipart message not submitted yet: %s",
+                                type(exc).__name__)
+                    await asyncio.sleep(min(60.0, 2.0 ** attempt))
+                    attempt += 1
+        finally:
+            if self._expiry.get(key) is asyncio.current_task():
+                self._expiry.pop(key, None)
 
     async def _load_parts(self, key: str) -> dict[str, Any]:
         value = await self.intake.load_cursor(key)

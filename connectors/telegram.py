@@ -96,6 +96,9 @@ OFFSET_STALE_S = 6 * 24 * 3600.0
 #: A poll loop error that is not a channel or store error (a bug, a poison update) is retried
 #: this many times for the same update before the update is skipped (logged, counted).
 MAX_UPDATE_ATTEMPTS = 5
+#: Longest a send waits out a 429 pause in place; longer pauses raise ChannelUnavailable with
+#: the remaining time, so the durable reply loop retries instead of holding its batch.
+PAUSE_WAIT_MAX_S = 2.0
 #: Pause after a permanent Bot API refusal in the poll loop (409 settled by an operator, ...).
 REJECTED_PAUSE_S = 30.0
 #: Most recent complaint ids remembered with their conversation's first complaint.
@@ -289,7 +292,9 @@ class TelegramConnector(BaseConnector):
                 await self._dead_letter(problem, body)
             except StoreUnavailable:
                 return _unavailable("not stored; retry")
-            return web.json_response({"error": "bad_request", "detail": problem}, status=400)
+            # Kept as a dead letter: a redelivery of the same bytes cannot do better, so
+            # Telegram must not retry it (its pending_update_count would only grow).
+            return web.json_response({"ok": False, "dead_letter": True, "detail": problem})
         try:
             await self.handle_update(update, body)
         except (StoreUnavailable, ChannelUnavailable) as exc:
@@ -321,8 +326,11 @@ class TelegramConnector(BaseConnector):
     async def _load_offset(self) -> None:
         name = self.cursor_name
         assert name is not None
+        value: str | None = None
         async for attempt in retry_policy(maximum=30.0, sleep=self._pause):
             with attempt:
+                if self._stopping.is_set():  # _pause no longer waits: do not spin
+                    return
                 value = await self.intake.load_cursor(name)
         if not value:
             return
@@ -357,6 +365,7 @@ class TelegramConnector(BaseConnector):
             return
         if self._offset is not None and time.time() - self._offset_at > OFFSET_STALE_S:
             self._offset = None
+        self._current = None  # a failure from here on is not the last update's fault
         updates = await self._fetch()
         if updates is None:
             return
@@ -694,6 +703,11 @@ class TelegramConnector(BaseConnector):
             log.warning("telegram: could not answer message in update: %s", exc)
 
     async def _send(self, chat_id: int | str, text: str, reply_to: int | None) -> str:
+        paused = self._limiter.paused_for()
+        if paused > PAUSE_WAIT_MAX_S:
+            # Flood-limited: say when to come back rather than holding the caller (the reply
+            # loop's batch, the poll loop, a webhook answer) for the whole pause.
+            raise ChannelUnavailable("telegram: flood limit (429) in force", retry_after=paused)
         await self._limiter.acquire(str(chat_id))
         params = ReplyParameters(reply_to, allow_sending_without_reply=True) \
             if reply_to is not None else None

@@ -153,8 +153,13 @@ class RateLimiter:
         self._next_chat: dict[str, float] = {}
         self._paused_until = 0.0
 
+    def paused_for(self) -> float:
+        """Seconds left of a 429 pause (0 when sending is allowed)."""
+        return max(0.0, self._paused_until - time.monotonic())
+
     async def acquire(self, chat: str) -> None:
-        """Wait until a message to ``chat`` may be sent."""
+        """Wait until a message to ``chat`` may be sent (short spacing waits only: callers
+        check :meth:`paused_for` first and do not sleep through a 429 pause)."""
         async with self._lock:
             now = time.monotonic()
             start = max(now, self._paused_until, self._next_any, self._next_chat.get(chat, 0.0))

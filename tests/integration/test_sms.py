@@ -171,6 +171,8 @@ async def test_generic_message_signature_and_shape(
                 "X-Lapor-Signature": generic_sign(SECRET, body)}) as malformed:
             assert malformed.status == 400
             assert "from" in (await malformed.json())["fields"]
+    # The signed but unusable request is kept with its bytes, not lost.
+    assert [(letter[0], letter[3]) for letter in intake.dead_letters] == [("sms", body)]
     [raw] = intake.messages.values()
     assert raw.native_id == "g-1" and raw.sender.phone == CITIZEN
     assert raw.received_at.isoformat() == "2026-11-29T11:00:00+08:00"
