@@ -39,7 +39,10 @@ class XSettings(ConnectorSettings):
         description='Also search recent tweets with this hashtag (e.g. "#lapor"); unset: '
         "mentions only.",
     )
-    max_results: int = Field(100, ge=5, le=100, description="Tweets per page (5-100).")
+    max_results: int = Field(
+        100, ge=5, le=100,
+        description="Tweets per page (5-100; at least 10 with a hashtag). Keep max_results x "
+        "max_pages at 800 (what X keeps), or a burst between two polls beyond it is skipped.")
     max_pages: int = Field(
         8, ge=1, le=100, description="Pages per poll (8 x 100 = the 800 mentions X keeps)."
     )
@@ -79,4 +82,7 @@ class XSettings(ConnectorSettings):
             raise ValueError(
                 f"reply_mode {self.reply_mode} needs consumer_key, consumer_secret, "
                 "access_token and access_token_secret (or set reply_mode = \"none\")")
+        if self.hashtag and self.max_results < 10:
+            raise ValueError("max_results must be at least 10 with a hashtag (X's recent "
+                             "search refuses fewer)")
         return self

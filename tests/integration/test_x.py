@@ -186,7 +186,7 @@ async def test_hashtag_search_and_mentions_are_one_complaint_each(api: EmulatedX
     both = mention(api, "Drainase tersumbat #lapor")
     only_tag = api.add_tweet("Pohon tumbang #LAPOR mohon ditangani", OTHER)
     intake = FakeIntake()
-    x = connector(api, hashtag="#lapor")
+    x = connector(api, hashtag="#lapor", max_results=10)  # X's search needs at least 10
     await x.start(intake)
     try:
         await until(intake, 2)
