@@ -51,7 +51,7 @@ from config.whatsapp import GraphWebhookSettings
 from connectors.base import BaseConnector, Intake, IntakeResult, RawMessage, Sender
 from connectors.meta_graph import GraphClient, check_sha256
 from errors import LaporError, StoreUnavailable, ValidationFailed, retry_policy
-from normalizer.ids import complaint_id, parse_tracking_code
+from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.schema import Attachment, AttachmentState, Location
 
 log = logging.getLogger(__name__)
@@ -378,13 +378,20 @@ class GraphWebhookConnector(BaseConnector):
             thread_of=thread_of, connector=self.name, raw_payload=body, raw_content_type=JSON,
             reply_hints=hints,
         )
+        # Pending downloads are recorded before the complaint is submitted, so no order of
+        # failures (store down between the two, Meta redelivering) can leave one unrecorded;
+        # a restart resumes them (start()).
+        provisional = IntakeResult(own_id, tracking_code(own_id), False)
+        for index, ref, _ in pending:
+            await self.intake.save_cursor(self._pending_name(message, index),
+                                          _pending_to_json(message, index, ref, provisional))
         result = await self.submit(raw)
         for index, ref, task in pending:
             key = (message.channel, message.account, message.native_id, index)
-            if key not in self._followups:
-                # Durable before Meta hears 200: a restart resumes the download (start()).
+            if (result.complaint_id, result.tracking_code) != (own_id, provisional.tracking_code):
                 await self.intake.save_cursor(self._pending_name(message, index),
                                               _pending_to_json(message, index, ref, result))
+            if key not in self._followups:
                 self._followups.add(key)
                 self._spawn(self._follow_up(message, index, ref, task, result))
         return result
