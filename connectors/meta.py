@@ -195,8 +195,7 @@ class MetaConnector(GraphWebhookConnector):
     objects: ClassVar[frozenset[str]] = frozenset(CHANNELS)
     replies: bool = True
 
-    def __init__(self, settings: MetaSettings, *, public_url: str | None,
-) -> None:
+    def __init__(self, settings: MetaSettings, *, public_url: str | None) -> None:
         super().__init__(settings, GraphClient(settings.api_base, settings.page_access_token,
                                                timeout_s=settings.request_timeout_s),
                          public_url=public_url)

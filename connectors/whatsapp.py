@@ -204,8 +204,7 @@ class WhatsAppConnector(GraphWebhookConnector):
     objects: ClassVar[frozenset[str]] = frozenset({OBJECT})
     replies: bool = True
 
-    def __init__(self, settings: WhatsAppSettings, *, public_url: str | None,
-) -> None:
+    def __init__(self, settings: WhatsAppSettings, *, public_url: str | None) -> None:
         super().__init__(settings, GraphClient(settings.api_base, settings.access_token,
                                                timeout_s=settings.request_timeout_s),
                          public_url=public_url)
