@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.base import BaseConnector, Intake
+from tests.emulators.loopback import serve_loopback
 
 VERSION = "v21.0"
 TOKEN = "graph-test-token"
@@ -89,11 +90,7 @@ class EmulatedGraph:
         app.router.add_get("/_cdn/{name}", self._cdn)
         app.router.add_get("/{version}/{media_id}", self._media_info)
         app.router.add_post("/{version}/{node}/messages", self._messages)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_loopback(app)
         self.url = f"http://127.0.0.1:{port}"
         return self
 

@@ -22,6 +22,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tests.emulators.loopback import serve_loopback
+
 
 def twilio_sign(token: str, url: str, params: dict[str, str]) -> str:
     """Twilio's X-Twilio-Signature, computed independently of the connector's code."""
@@ -62,11 +64,7 @@ class EmulatedSmsProvider:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio_send)
         app.router.add_post("/send", self._generic_send)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_loopback(app)
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.emulators.loopback import serve_loopback
+
 DOWNLOAD_LIMIT = 20_000_000  # bytes; Telegram's getFile refuses larger files
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _STRING_FIELDS = frozenset({"text", "caption", "url", "secret_token", "file_id", "ip_address"})
@@ -74,11 +76,7 @@ class TelegramEmulator:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._download)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        self._runner, port = await serve_loopback(app, shutdown_timeout=1.0)
         self.url = f"http://127.0.0.1:{port}"
         self._delivery = asyncio.create_task(self._deliver_loop())
         return self.url

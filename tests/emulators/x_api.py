@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.emulators.loopback import serve_loopback
+
 HOSTS = ("api.twitter.com", "pbs.twimg.com")
 WINDOW_S = 900
 FIELDS_ALWAYS = ("id", "text", "edit_history_tweet_ids")
@@ -174,11 +176,7 @@ class EmulatedXApi:
         app.router.add_get("/2/tweets/search/recent", self._search)
         app.router.add_post("/2/tweets", self._create_tweet)
         app.router.add_post("/2/dm_conversations/with/{pid}/messages", self._create_dm)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_loopback(app, ssl_context=context)
 
     async def stop(self) -> None:
         if self._runner is not None:
