@@ -98,8 +98,6 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
                           middlewares=[_errors_middleware, _security_headers])
     app[SETTINGS] = settings
     app[ROLES] = roles
-    # The routing rules and gazetteer operators edit: loaded once; a bad rule stops start-up.
-    app[ROUTER] = Router.from_files()
     render = _renderer()
     app[RENDER] = render
     app.cleanup_ctx.append(_database)
@@ -113,6 +111,9 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     if Role.GATEWAY in roles:
+        # The routing rules and gazetteer operators edit, for the intake: loaded once; a bad
+        # rule stops start-up. A sink alone never needs them.
+        app[ROUTER] = Router.from_files()
         connectors = _connectors(settings, render)
         app[CONNECTORS] = connectors
         for connector in connectors:
