@@ -28,7 +28,8 @@ Conversation rules: private chats only become complaints; in groups the bot answ
 addressed (``@mention``, a reply to the bot, ``/cmd@bot``). ``/start``, ``/bantuan`` and
 ``/status KODE`` are answered, not stored. Album items, locations, contacts and caption-less
 media join the sender's open complaint (``conversation_window_s``) as follow-ups
-(``RawMessage.thread_of``); an edited message is a follow-up of the message it edits.
+(``RawMessage.thread_of``); an edited message revises the text of the complaint its original
+became (``RawMessage.edit_of``; the text history is ``Complaint.revisions``), no second complaint.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ from errors import (
     ValidationFailed,
     retry_policy,
 )
-from normalizer.ids import complaint_id
 from normalizer.schema import Location
 
 log = logging.getLogger(__name__)
@@ -581,7 +581,8 @@ class TelegramConnector(BaseConnector):
                 await self._answer(message, note)
 
     async def _on_edit(self, message: Message, raw: bytes) -> None:
-        """An edited message: a follow-up of the complaint its original became."""
+        """An edited message: a new version of the text of the complaint its original became
+        (the intake keeps the text history; an edit of a message we never saw is new)."""
         user = message.from_user
         words = (message.text or message.caption or "").strip()
         if message.chat.type != Chat.PRIVATE or user is None or user.is_bot or not words \
@@ -603,12 +604,11 @@ class TelegramConnector(BaseConnector):
                           handle=f"@{user.username}" if user.username else None,
                           channel_user_id=str(user.id)),
             text=words,
-            thread_of=self._root(complaint_id(CHANNEL, account, original)),
+            edit_of=original,
             connector=self.name,
             raw_payload=raw,
             raw_content_type="application/json",
-            reply_hints={"chat_id": str(message.chat.id), "message_id": str(message.message_id),
-                         "follow_up": "1"},
+            reply_hints={"chat_id": str(message.chat.id), "message_id": str(message.message_id)},
         )
         try:
             await self.submit(raw_message)

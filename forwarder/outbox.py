@@ -26,6 +26,7 @@ import orjson
 from errors import StoreError, is_retriable
 from forwarder.db import Database, Executor
 from normalizer.ids import tracking_code
+from normalizer.revisions import apply_edit, revision
 from normalizer.schema import Complaint
 
 MAX_GROUP = 256  # complaints per group commit: bounded so one transaction stays short
@@ -246,17 +247,57 @@ class Outbox:
                 *ids,
             )
 
-    async def mark_delivered(self, ids: list[str]) -> int:
-        """Record receipts from the central store; returns how many entries changed state."""
-        if not ids:
-            return 0
-        rows = await self._db.fetch(
-            f"UPDATE outbox SET state = 'delivered', delivered_us = $1 WHERE state = 'pending'"
-            f" AND id IN ({_placeholders(len(ids), 2)}) RETURNING id",
-            now_us(),
-            *ids,
-        )
-        return len(rows)
+    async def mark_delivered(self, ids: list[str],
+                             revisions: Mapping[str, int] | None = None) -> int:
+        """Record receipts from the central store; returns how many entries changed state.
+
+        ``revisions`` holds the text revision each receipt confirms (0 when absent): a receipt
+        for an older revision than the outbox holds leaves the entry pending, so the edited
+        text is still published.
+        """
+        by_revision: dict[int, list[str]] = {}
+        for complaint_id in ids:
+            by_revision.setdefault((revisions or {}).get(complaint_id, 0), []).append(
+                complaint_id)
+        changed = 0
+        for confirmed, group in by_revision.items():
+            rows = await self._db.fetch(
+                f"UPDATE outbox SET state = 'delivered', delivered_us = $1"
+                f" WHERE state = 'pending' AND revision <= $2"
+                f" AND id IN ({_placeholders(len(group), 3)}) RETURNING id",
+                now_us(),
+                confirmed,
+                *group,
+            )
+            changed += len(rows)
+        return changed
+
+    async def revise(self, complaint_id: str, edit: Complaint) -> Added | None:
+        """Add an edited text to a complaint's history and publish the complaint again.
+
+        Returns None when the outbox has no such complaint (the caller takes the edit as a
+        message of its own), else the complaint with ``duplicate=True`` when this edit was
+        applied before. Concurrent revisions of one complaint retry on a changed payload.
+        """
+        for _ in range(CODE_ATTEMPTS):
+            row = await self._db.fetchrow(
+                "SELECT tracking_code, payload FROM outbox WHERE id = $1", complaint_id
+            )
+            if row is None:
+                return None
+            revised = apply_edit(Complaint.from_json(row[1]), edit)
+            if revised is None:
+                return Added(complaint_id, row[0], duplicate=True)
+            now = now_us()
+            updated = await self._db.fetchrow(
+                "UPDATE outbox SET payload = $1, revision = $2, state = 'pending',"
+                " next_attempt_us = $3 WHERE id = $4 AND payload = $5 RETURNING id",
+                revised.to_json().decode(), revision(revised), now, complaint_id, row[1],
+            )
+            if updated is not None:
+                self.new_entries.set()
+                return Added(complaint_id, row[0], duplicate=False)
+        raise StoreError(f"complaint {complaint_id} kept changing while being revised")
 
     async def reschedule_pending(self) -> int:
         """Make every pending entry due now; returns how many there are."""

@@ -32,6 +32,7 @@ class ReceiptReader(ConsumerLoop):
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         receipts: list[Receipt] = []
+        revisions: dict[str, int] = {}
         for record in records:
             try:
                 receipt = orjson.loads(record.value or b"")
@@ -40,9 +41,11 @@ class ReceiptReader(ConsumerLoop):
                                  "status": str(receipt.get("status", "received")),
                                  "channel": str(receipt.get("channel", "")),
                                  "thread_of": str(receipt.get("thread_of") or "")})
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                revisions[str(receipt["id"])] = int(receipt.get("revision") or 0)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.error("receipts: unreadable receipt at %s/%s@%s: %s", record.topic,
                           record.partition, record.offset, exc)
-        self.delivered += await self._outbox.mark_delivered([r["id"] for r in receipts])
+        self.delivered += await self._outbox.mark_delivered([r["id"] for r in receipts],
+                                                          revisions)
         if receipts and self._on_delivered is not None:
             await self._on_delivered(receipts)

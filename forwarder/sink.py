@@ -24,6 +24,7 @@ from forwarder.kafka import (
     cloudevent_headers,
 )
 from forwarder.store import CentralStore
+from normalizer.revisions import revision
 from normalizer.schema import Complaint
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,12 @@ class Sink(ConsumerLoop):
             except ValidationError as exc:
                 errors = exc.errors(include_input=False, include_url=False)[:5]
                 dead.append((record, f"schema violation: {errors}"))
-        unique = list({c.id: c for c in complaints}.values())
+        newest: dict[str, Complaint] = {}
+        for complaint in complaints:  # a batch may hold several revisions of one complaint
+            known = newest.get(complaint.id)
+            if known is None or len(complaint.revisions) >= len(known.revisions):
+                newest[complaint.id] = complaint
+        unique = list(newest.values())
         try:
             stored = await self._store.upsert_many(unique)
         except StoreError as exc:
@@ -80,7 +86,7 @@ class Sink(ConsumerLoop):
                 c.id.encode(),
                 orjson.dumps({"id": c.id, "tracking_code": stored[c.id].tracking_code,
                               "status": stored[c.id].status, "channel": c.channel,
-                              "thread_of": c.thread_of}),
+                              "thread_of": c.thread_of, "revision": revision(c)}),
                 cloudevent_headers(CE_TYPE_RECEIPT, self._source, subject=c.id),
             )
             for c in unique if c.id in stored

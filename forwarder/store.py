@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from forwarder.db import Database
 from forwarder.outbox import now_us
+from normalizer.revisions import revision
 from normalizer.schema import Complaint
 
 EXPORT_PAGE = 1000  # rows fetched per round trip by iter_all
@@ -35,7 +36,8 @@ class CentralStore:
         self._db = db
 
     async def upsert_many(self, complaints: list[Complaint]) -> dict[str, Stored]:
-        """Insert the complaints not stored yet, in one transaction.
+        """Insert the complaints not stored yet, in one transaction; a newer revision of a
+        stored complaint (an edited text) replaces its content.
 
         Returns the stored row for every complaint id that is now in the store. A complaint
         missing from the result collided with another complaint's tracking code (the intake
@@ -66,6 +68,13 @@ class CentralStore:
                     c.reporter.anonymous,
                     c.to_json().decode(),
                 )
+                if c.revisions:  # an edited text replaces an older one, never the reverse
+                    await tx.execute(
+                        "UPDATE complaints SET payload = $1, revision = $2, classification = $3,"
+                        " agency = $4 WHERE id = $5 AND tracking_code = $6 AND revision < $2",
+                        c.to_json().decode(), revision(c), c.classification.value, c.agency,
+                        c.id, c.tracking_code,
+                    )
             ids = [c.id for c in complaints]
             marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
             rows = await tx.fetch(

@@ -46,6 +46,12 @@ class GatewayIntake:
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
         started = time.perf_counter()
+        if raw.edit_of is not None:
+            revised = await self._revise(raw)
+            if revised is not None:
+                INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
+                return revised
+            raw = raw.model_copy(update={"edit_of": None})  # the original is unknown to us
         cid = complaint_id(raw.channel, raw.account, raw.native_id)
         if raw.thread_of is None:
             quoted = await self._quoted_complaint(raw, cid)
@@ -65,6 +71,26 @@ class GatewayIntake:
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
         # Ids and codes only: never the citizen's words or contact details.
+        log.info("intake %s %s complaint=%s code=%s", raw.channel, outcome, added.complaint_id,
+                 added.tracking_code)
+        return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
+
+    async def _revise(self, raw: RawMessage) -> IntakeResult | None:
+        """Apply an edited message to the complaint it edits; None when that is unknown."""
+        assert raw.edit_of is not None
+        target = complaint_id(raw.channel, raw.account, raw.edit_of)
+        try:
+            edit = normalize(raw, complaint_id=target, tracking_code=tracking_code(target),
+                             gateway_version=__version__, raw_ref=f"outbox:{target}",
+                             router=self._router)
+        except Exception:
+            INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
+            raise
+        added = await self._outbox.revise(target, edit)
+        if added is None:
+            return None
+        outcome = "duplicate" if added.duplicate else "revised"
+        INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         log.info("intake %s %s complaint=%s code=%s", raw.channel, outcome, added.complaint_id,
                  added.tracking_code)
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)

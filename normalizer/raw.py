@@ -51,6 +51,11 @@ class RawMessage(BaseModel):
     anonymous: bool = False
     confidential: bool = False
     thread_of: str | None = None
+    edit_of: str | None = Field(
+        None,
+        description="Native id of the message this one edits (same channel and account): the "
+        "edit revises that complaint's text instead of becoming a new complaint.",
+    )
     connector: str = ""
     raw_payload: bytes = Field(b"", description="The bytes as received, kept for audit.")
     raw_content_type: str = "application/octet-stream"

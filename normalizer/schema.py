@@ -90,6 +90,15 @@ class Attachment(_Model):
     state: AttachmentState = AttachmentState.STORED
 
 
+class Revision(_Model):
+    """One version of the complaint's text: the citizen edited their message (Telegram)."""
+
+    native_id: str = Field(max_length=500, description="The channel id of this version.")
+    at: AwareDatetime = Field(description="When the citizen wrote this version.")
+    title: str = Field(max_length=200)
+    body: str = Field(min_length=1, max_length=20000)
+
+
 class Audit(_Model):
     """Lineage: which connector produced it, where the raw payload is kept, which gateway."""
 
@@ -132,6 +141,12 @@ class Complaint(_Model):
     thread_of: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
     duplicate_of: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
     cluster_id: str | None = Field(None, max_length=64)
+
+    revisions: tuple[Revision, ...] = Field(
+        (),
+        description="Every version of the text, oldest first, once the citizen edited the "
+        "message; title and body are the newest. Empty when never edited.",
+    )
 
     audit: Audit
 

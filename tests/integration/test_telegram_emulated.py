@@ -416,7 +416,7 @@ async def test_album_and_location_join_the_text_complaint(emu: TelegramEmulator)
     assert place.text.startswith("[Lokasi")
 
 
-async def test_edited_message_is_a_follow_up(emu: TelegramEmulator) -> None:
+async def test_edited_message_names_the_message_it_edits(emu: TelegramEmulator) -> None:
     intake = FakeIntake()
     async with polling(emu, intake):
         original = emu.push_message("Lampu lalu lintas mati di simpang Mal Lembuswana.")
@@ -427,9 +427,8 @@ async def test_edited_message_is_a_follow_up(emu: TelegramEmulator) -> None:
     first, edit = messages
     msg = original["message"]
     assert edit.native_id == f"{msg['chat']['id']}:{msg['message_id']}:edit:{msg['date'] + 60}"
-    assert edit.thread_of == complaint_id("telegram", emu.username, first.native_id)
+    assert edit.edit_of == first.native_id and edit.thread_of is None
     assert edit.text.endswith("sejak pagi di simpang Mal.")
-    assert edit.reply_hints["follow_up"] == "1"
 
 
 async def test_groups_and_channels_are_ignored_unless_the_bot_is_addressed(

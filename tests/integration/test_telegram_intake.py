@@ -67,11 +67,15 @@ async def test_conversation_through_the_real_intake(emu: TelegramEmulator,
     chat, mid = first["message"]["chat"]["id"], first["message"]["message_id"]
     root = complaint_id("telegram", emu.username, f"{chat}:{mid}")
     assert [row[0] for row in rows][0] == root
-    assert len(rows) == 4  # text, photo, location, edit
+    assert len(rows) == 3  # text (edited), photo, location: an edit is no second complaint
     follow_ups = [orjson.loads(row[2]) for row in rows[1:]]
-    assert [c["thread_of"] for c in follow_ups] == [root, root, root]
+    assert [c["thread_of"] for c in follow_ups] == [root, root]
     assert follow_ups[0]["attachments"][0]["content_type"] == "image/jpeg"
     assert follow_ups[1]["location"]["lat"] == -0.5
+    edited = orjson.loads(rows[0][2])
+    assert edited["body"] == "Jalan amblas parah di Jl. Soekarno-Hatta km 5."
+    assert [v["body"] for v in edited["revisions"]] == [
+        "Jalan amblas di Jl. Soekarno-Hatta km 5.", edited["body"]]
     assert cursor is not None
     assert "tidak ditemukan" in emu.sent[0]["text"]
     assert emu.sent[1]["text"].startswith("Laporan belum dapat kami terima")

@@ -29,7 +29,6 @@ from connectors.telegram import FloodLimited, RateLimiter, TelegramConnector, tr
 from connectors.telegram_texts import parse_command, status_text
 from connectors.testing import FakeIntake
 from errors import ChannelRejected, ChannelUnavailable
-from normalizer.ids import complaint_id
 
 TOKEN = "123456789:AAE-unit_TOKEN_0123456789abcdefghij"
 BOT_ID = 123456789
@@ -199,7 +198,7 @@ async def test_private_text_becomes_a_raw_message() -> None:
     await tg.stop()
 
 
-async def test_edit_is_a_follow_up_of_the_original() -> None:
+async def test_edit_names_the_message_it_edits() -> None:
     intake = FakeIntake()
     tg = connector()
     offline_start(tg, intake)
@@ -207,7 +206,8 @@ async def test_edit_is_a_follow_up_of_the_original() -> None:
     await tg.handle_update(upd, raw)
     [message] = intake.messages.values()
     assert message.native_id == "5550001:42:edit:1764390060"
-    assert message.thread_of == complaint_id("telegram", "lapor_prov_bot", "5550001:42")
+    assert message.edit_of == "5550001:42" and message.thread_of is None
+    assert "follow_up" not in message.reply_hints  # an edit of an unknown message is new
     live, raw = update("edited_message", location={"latitude": 1, "longitude": 2},
                        edit_date=1764390070)
     await tg.handle_update(live, raw)  # a live location moving is not a follow-up
