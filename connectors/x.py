@@ -407,14 +407,21 @@ class XConnector(BaseConnector):
         if any(ref.get("type") == "retweeted" for ref in tweet.get("referenced_tweets") or []):
             return  # a retweet repeats someone's tweet; the original is the complaint
         thread_of = await self._thread_of(tweet)
-        raw = tweet_to_raw(tweet, includes, account=self.account,
-                           username=self._settings.username, connector=self.name,
-                           thread_of=thread_of)
         try:
+            raw = tweet_to_raw(tweet, includes, account=self.account,
+                               username=self._settings.username, connector=self.name,
+                               thread_of=thread_of)
             await self.submit(raw)
-        except ValidationFailed as exc:
-            # Nothing usable (e.g. only a mention): acknowledging it is right, retrying useless.
-            log.info("x: tweet %s not accepted: %s", tweet["id"], exc)
+        except (ValidationFailed, KeyError, TypeError, ValueError) as exc:
+            # Nothing usable (only a mention) or a malformed tweet: kept as a dead letter and
+            # passed, so one bad tweet never holds the stream back; retrying cannot help.
+            reason = str(exc) if isinstance(exc, ValidationFailed) else (
+                f"malformed tweet: {type(exc).__name__}")
+            log.info("x: tweet %s not accepted: %s", tweet.get("id"), reason)
+            self.count("dead_lettered")
+            await self.intake.dead_letter(
+                channel="x", account=self.account or "", reason=reason,
+                payload=orjson.dumps({"data": tweet}), content_type="application/json")
 
     async def _thread_of(self, tweet: Mapping[str, Any]) -> str | None:
         """The complaint a reply to one of our reply tweets follows up, if any."""

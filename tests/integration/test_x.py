@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -299,3 +300,28 @@ async def test_no_backfill_starts_from_the_newest(api: EmulatedXApi) -> None:
     finally:
         await x.stop()
     assert [raw.native_id for raw in intake.messages.values()] == [new]
+
+
+async def test_a_malformed_tweet_is_dead_lettered_and_does_not_block_the_stream(
+        api: EmulatedXApi) -> None:
+    before = mention(api, "Jalan rusak di Jl. Pahlawan")
+    poison = mention(api, "Tanggal rusak")
+    next(t for t in api.tweets if t["id"] == poison)["created_at"] = "kemarin"
+    after = mention(api, "Lampu padam di Jl. Merdeka")
+    intake = FakeIntake()
+    x = connector(api)
+    await x.start(intake)
+    try:
+        await until(intake, 2)
+
+        async def passed() -> bool:
+            return intake.cursors.get(CURSOR) == after
+
+        await wait_for(passed, within=10, what="the cursor past the malformed tweet")
+    finally:
+        await x.stop()
+    assert [raw.native_id for raw in intake.messages.values()] == [before, after]
+    kept = {orjson.loads(payload)["data"]["id"]: reason
+            for _, _, reason, payload in intake.dead_letters}
+    assert kept == {poison: "malformed tweet: ValueError"}
+    assert x.health().counters["dead_lettered"] == 1
