@@ -6,6 +6,10 @@ replies through the channel's connector (:meth:`BaseConnector.send_reply`): a re
 (429, 5xx, network) is retried with backoff (``retry_after`` honoured) until
 ``MAX_ATTEMPTS`` or ``GIVE_UP_AFTER_S``; a permanent one marks the reply failed. Either way the
 state is visible per complaint.
+
+Status notices (a status change applied by the sink, see :mod:`forwarder.status_events`) are
+owed the same way, as kind ``status:<event_id>``: the queue's unique key makes a redelivered
+notice, or one received again after a gateway restart, one message.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from collections.abc import Mapping
 from connectors.base import BaseConnector, ReplyTarget
 from errors import LaporError
 from forwarder.outbox import now_us
-from forwarder.receipts import Receipt
+from forwarder.receipts import Receipt, StatusNotice
 from forwarder.replies import ReplyJob, ReplyQueue
+from gateway.lifecycle import notice_text
 from normalizer.schema import Complaint
 
 log = logging.getLogger(__name__)
 
 ACK = "ack"
+STATUS_KIND = "status:"  # + the event id: one notification per status event
 BATCH = 50  # replies claimed per round
 LEASE_S = 60.0  # a send in flight longer than this is tried again by whoever claims it
 IDLE_POLL_S = 1.0  # longest wait when nothing is due
@@ -74,6 +80,21 @@ class ReplyLoop:
                 continue
             body = ack_text(receipt["tracking_code"], self._public_url)
             owed |= await self._queue.enqueue(receipt["id"], ACK, channel, body)
+        if owed:
+            self._wake.set()
+
+    async def on_status(self, notices: list[StatusNotice]) -> None:
+        """Called by the receipt reader with status notices, before it commits its offsets:
+        each becomes a durable reply (once per event id)."""
+        owed = False
+        for notice in notices:
+            channel, cid, event_id = notice.get("channel"), notice.get("id"), \
+                notice.get("event_id")
+            if channel not in self._by_channel or not cid or not event_id:
+                continue
+            body = notice_text(notice, self._public_url)
+            if body is not None:
+                owed |= await self._queue.enqueue(cid, STATUS_KIND + event_id, channel, body)
         if owed:
             self._wake.set()
 

@@ -1,0 +1,38 @@
+-- The complaint lifecycle (issue #8). The central row carries its current status (with the
+-- time of the event that set it) and the due date of every SLA clock; due dates are ISO 8601
+-- UTC text like received_at, so they compare as text.
+ALTER TABLE complaints ADD COLUMN status_at TEXT;
+ALTER TABLE complaints ADD COLUMN verify_due TEXT;
+ALTER TABLE complaints ADD COLUMN follow_up_due TEXT;
+ALTER TABLE complaints ADD COLUMN close_due TEXT;
+ALTER TABLE complaints ADD COLUMN settle_due TEXT;
+ALTER TABLE complaints ADD COLUMN erased_us INTEGER;        -- personal data erased (UU PDP)
+
+-- Every status event received (complaints.status.v1 or the agency API), once per event_id,
+-- also the ones that did not change the current status (applied = false: stale or after a
+-- final status), for the audit trail.
+CREATE TABLE status_history (
+    event_id     TEXT PRIMARY KEY,
+    complaint_id TEXT NOT NULL,
+    seq          INTEGER NOT NULL,             -- 1, 2, ... per complaint, in arrival order
+    status       TEXT NOT NULL,
+    at           TEXT NOT NULL,                -- when it happened (ISO 8601 UTC)
+    actor        TEXT NOT NULL,
+    agency       TEXT,
+    note         TEXT,
+    answer       TEXT,
+    applied      INTEGER NOT NULL,
+    recorded_us  INTEGER NOT NULL,
+    UNIQUE (complaint_id, seq)
+);
+
+-- Overdue SLA stages, one row per complaint and stage: the alert on complaints.alerts.v1 is
+-- published once (published_us set after the broker acknowledged it).
+CREATE TABLE sla_alerts (
+    complaint_id  TEXT NOT NULL,
+    stage         TEXT NOT NULL,
+    due_at        TEXT NOT NULL,
+    created_us    INTEGER NOT NULL,
+    published_us  INTEGER,
+    PRIMARY KEY (complaint_id, stage)
+);
