@@ -202,3 +202,10 @@ def status_record(event: StatusEvent, key: str,
     """A ``complaints.status.v1`` record for ``event`` (CloudEvents id = event id)."""
     return (key.encode(), event.to_json(),
             cloudevent_headers(CE_TYPE_STATUS, source, ce_id=event.event_id))
+
+
+if __name__ == "__main__":  # python -m forwarder.status_events > config/status.v1.schema.json
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, ensure_ascii=False, sort_keys=True) + "\n")
