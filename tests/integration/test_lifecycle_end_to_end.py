@@ -216,6 +216,28 @@ async def test_status_events_reach_every_channel_exactly_once_across_a_kill9(
         assert public["status"] == "withdrawn"
         assert "5550001" not in json.dumps(public) and "Siti" not in json.dumps(public)
 
+        # ---- BATAL by SMS (no code: the sender's newest complaint); by WhatsApp from another
+        # number: refused without revealing anything; STATUS by WhatsApp shows the answer state
+        sms_id, sms_code = complaints["sms"]
+        run = await asyncio.to_thread(_gammu_run, gateway.env, "batal")
+        assert run.returncode == 0, run.stderr
+        async with aiohttp.ClientSession() as session:
+            assert await _post(session, gateway.url, wa_payload([wa_change(PNID, messages=[
+                wa_message("wamid.LIFE2", "6281300001111", text={"body": f"BATAL {wa_code}"})],
+                contacts=[("6281300001111", "Orang lain")])])) == 200
+            assert await _post(session, gateway.url, wa_payload([wa_change(PNID, messages=[
+                wa_message("wamid.LIFE3", WA_CITIZEN, text={"body": f"status {wa_code}"})],
+                contacts=[(WA_CITIZEN, "Rina")])])) == 200
+
+        async def commands_answered() -> bool:
+            return (seen.count("sms", f"Laporan {sms_code} telah ditarik") == 1
+                    and seen.count("whatsapp", "pelapornya sendiri") == 1
+                    and seen.count("whatsapp", f"Laporan {wa_code}: Dijawab") == 1)
+
+        await wait_for(commands_answered, within=60, what="BATAL and STATUS answered")
+        statuses = {r[0]: r[1] for r in await pg.fetch("SELECT id, status FROM complaints")}
+        assert statuses[sms_id] == "withdrawn" and statuses[wa_id] == "answered"
+
         # ---- everything settled: each notice exactly once, per channel
         async def settled() -> bool:
             rows = await pg.fetch("SELECT count(*) FROM replies WHERE state <> 'sent'")
