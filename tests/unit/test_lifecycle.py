@@ -5,6 +5,7 @@ and nothing confidential in any answer."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from config.settings import KafkaSettings
+from config.settings import KafkaSettings, load_settings
 from connectors.base import BaseConnector, ReplyTarget
 from forwarder.db import Database, open_database
 from forwarder.kafka import Producer
@@ -30,12 +31,13 @@ from gateway.lifecycle import (
     notice_text,
     withdraw_text,
 )
+from gateway.cli import erase_personal_data
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, Sender
-from normalizer.schema import Complaint
+from normalizer.schema import Attachment, Complaint
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "status.v1.schema.json"
 SECRET_TITLE = "Pungutan liar oleh oknum kelurahan"
@@ -293,3 +295,47 @@ async def test_only_the_reporter_withdraws_within_the_window(db: Database) -> No
                                                 sender_key="chat-1",
                                                 typed_code=late.tracking_code)
         assert too_late.outcome is Withdrawal.TOO_LATE
+
+
+# --------------------------------------------------------------------------- erasure (UU PDP)
+
+
+async def test_erasure_leaves_an_anonymised_record(db: Database, tmp_path: Path) -> None:
+    complaint, raw = _complaint("m10")
+    digest = "ab" * 32
+    photo = tmp_path / "data" / "attachments" / digest[:2] / digest
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"jpeg bytes")
+    complaint = complaint.model_copy(update={"attachments": (Attachment(
+        name="ktp-budi-santoso.jpg", content_type="image/jpeg", size=10, sha256=digest,
+        storage_ref=f"file:attachments/{digest[:2]}/{digest}"),)})
+    async with Outbox(db) as outbox:
+        await outbox.add(complaint, b'{"from": "chat-1", "name": "Budi Santoso"}', "x",
+                         {"chat_id": "chat-1"}, "chat-1")
+    store = CentralStore(db)
+    await store.upsert_many([complaint])
+    await ReplyQueue(db).enqueue(complaint.id, "ack", "fake", "Terima kasih Budi Santoso")
+    await store.apply_status(_event("ans", complaint.tracking_code, Status.ANSWERED,
+                                    MONDAY + timedelta(days=1),
+                                    answer="Pak Budi Santoso, 081234567890, sudah kami hubungi."))
+    settings = load_settings(None, store={"url": f"sqlite:///{tmp_path}/lapor.db"},
+                             gateway={"data_dir": str(tmp_path / "data")})
+    out = io.StringIO()
+    assert await erase_personal_data(settings, [complaint.tracking_code.lower()], out) == 0
+    assert "1 file(s) deleted" in out.getvalue() and not photo.exists()
+
+    dump = ""
+    for table in ("outbox", "complaints", "replies", "status_history"):
+        dump += repr(await db.fetch(f"SELECT * FROM {table}"))  # noqa: S608 - fixed names
+    for private in ("Budi", "081234567890", "chat-1", "ktp-"):
+        assert private not in dump, private
+    stored = await store.find(complaint.tracking_code)
+    assert stored is not None and stored.status == "answered"  # the record stays countable
+    kept = Complaint.from_json(stored.payload)
+    assert kept.reporter.anonymous and kept.reporter.name is None
+    assert kept.attachments[0].size == 10 and kept.attachments[0].storage_ref is None
+    assert kept.body.startswith("Saya [dihapus] ")
+    assert await store.count() == 1
+    out = io.StringIO()
+    assert await erase_personal_data(settings, ["ZZZZZ-ZZZZZ"], out) == 1
+    assert "no complaint" in out.getvalue()
