@@ -24,6 +24,7 @@ from forwarder.replies import ReplyQueue
 from forwarder.sla import WITA
 from forwarder.status_events import Status, StatusEvent, json_schema
 from forwarder.store import CentralStore, parse_utc
+from gateway.cli import erase_personal_data
 from gateway.lifecycle import (
     Lifecycle,
     SlaAlerts,
@@ -31,7 +32,6 @@ from gateway.lifecycle import (
     notice_text,
     withdraw_text,
 )
-from gateway.cli import erase_personal_data
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
 from normalizer.ids import complaint_id, tracking_code
