@@ -213,7 +213,7 @@ async def test_status_events_reach_every_channel_exactly_once_across_a_kill9(
         async with aiohttp.ClientSession() as session, \
                 session.get(f"{gateway.url}/api/v1/complaints/{tg_code}") as r:
             public = await r.json()
-        assert public["status"] == "withdrawn"
+        assert public["status"] == "withdrawn" and public["status_label"] == "Ditarik oleh pelapor"
         assert "5550001" not in json.dumps(public) and "Siti" not in json.dumps(public)
 
         # ---- BATAL by SMS (no code: the sender's newest complaint); by WhatsApp from another
@@ -244,6 +244,10 @@ async def test_status_events_reach_every_channel_exactly_once_across_a_kill9(
             return rows[0][0] == 0
 
         await wait_for(settled, within=30, what="no reply left queued")
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{gateway.url}/metrics") as r:
+            metrics = await r.text()
+        assert 'lapor_sla_overdue{stage="verification"} 0.0' in metrics  # all fresh
         assert seen.count("telegram", "Petugas Dishub memperbaiki lampu") == 1
         for channel in complaints:
             assert seen.count(channel, "telah diverifikasi") == 1, seen.texts(channel)
