@@ -35,9 +35,9 @@ applied, since the first attempt may have died before publishing.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -51,6 +51,7 @@ from pydantic import (
     model_validator,
 )
 
+from errors import StoreError
 from forwarder.consumer import ConsumerLoop
 from forwarder.kafka import (
     CE_TYPE_RECEIPT,
@@ -59,11 +60,13 @@ from forwarder.kafka import (
     dead_letter_record,
     send_acked,
 )
+from normalizer.schema import CONTROL_CHARACTERS
 
 log = logging.getLogger(__name__)
 
 CE_TYPE_STATUS = "id.go.lapor.status.v1"
 NOTICE_KIND = "status"
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far in the future an event's time may lie
 
 
 class Status(StrEnum):
@@ -104,11 +107,23 @@ class StatusEvent(BaseModel):
     answer: Annotated[str, Field(max_length=10000)] | None = Field(
         None, description="The agency's answer, sent to the citizen.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _strip_controls(cls, data: Any) -> Any:
+        # Control characters are never meant (and PostgreSQL refuses NUL in text).
+        if isinstance(data, dict):
+            return {k: CONTROL_CHARACTERS.sub("", v) if isinstance(v, str) else v
+                    for k, v in data.items()}
+        return data
+
     @field_validator("at")
     @classmethod
     def _aware(cls, at: datetime) -> datetime:
         if at.tzinfo is None:
             raise ValueError("must carry a UTC offset")
+        if at > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            # A future time would outrank every real event after it (the latest wins).
+            raise ValueError("lies in the future")
         return at.astimezone(UTC)
 
     @model_validator(mode="after")
@@ -173,7 +188,13 @@ class StatusSink(ConsumerLoop):
                 errors = exc.errors(include_input=False, include_url=False)[:5]
                 dead.append((record, f"status event schema violation: {errors}"))
                 continue
-            outcome = await self._store.apply_status(event)
+            try:
+                outcome = await self._store.apply_status(event)
+            except StoreError as exc:
+                if exc.retriable:
+                    raise  # the batch is redelivered
+                dead.append((record, f"refused by the central store: {type(exc).__name__}"))
+                continue
             if outcome is None:
                 dead.append((record, "no complaint with this tracking_code/complaint_id"))
                 continue

@@ -120,12 +120,22 @@ def test_published_status_schema_is_in_sync() -> None:
       "actor": "a"}, "status"),
     ({"tracking_code": "ABCDE-12345", "status": "closed", "at": "2026-11-23T02:00:00Z",
       "actor": "a", "extra": 1}, "extra"),
+    # A time in the future would outrank every real event after it.
+    ({"tracking_code": "ABCDE-12345", "status": "closed", "at": "2999-01-01T00:00:00Z",
+      "actor": "a"}, "future"),
 ])
 def test_invalid_events_are_refused_with_the_reason(payload: dict[str, Any],
                                                     problem: str) -> None:
     with pytest.raises(ValidationError) as caught:
         StatusEvent.model_validate_json(json.dumps({"event_id": "e1", **payload}))
     assert problem in str(caught.value)
+
+
+def test_control_characters_are_stripped() -> None:
+    event = StatusEvent.model_validate_json(
+        '{"event_id": "e\\u00001", "tracking_code": "ABCDE-12345", "status": "rejected",'
+        ' "at": "2026-11-23T02:00:00Z", "actor": "admin", "note": "bukan\\u0000 wewenang"}')
+    assert (event.event_id, event.note) == ("e1", "bukan wewenang")
 
 
 # --------------------------------------------------------------------------- the store
