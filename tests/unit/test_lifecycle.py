@@ -156,9 +156,9 @@ async def test_events_apply_once_latest_wins_and_final_is_final(db: Database) ->
     # Redelivery of an applied event: the same answer, nothing new recorded.
     again = await store.apply_status(forwarded)
     assert again is not None and again.applied
-    closed = _event("e-closed", code, Status.CLOSED, MONDAY + timedelta(days=9))
+    closed = _event("e-closed", code, Status.CLOSED, MONDAY + timedelta(days=3))
     assert (await store.apply_status(closed)).applied  # type: ignore[union-attr]
-    answered = _event("e-late-answer", code, Status.ANSWERED, MONDAY + timedelta(days=10))
+    answered = _event("e-late-answer", code, Status.ANSWERED, MONDAY + timedelta(days=4))
     assert not (await store.apply_status(answered)).applied  # type: ignore[union-attr]
 
     stored = await store.find(code)
