@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from config.settings import KafkaSettings, load_settings
 from connectors.base import BaseConnector, ReplyTarget
+from errors import ChannelRejected
 from forwarder.db import Database, open_database
 from forwarder.kafka import Producer
 from forwarder.outbox import Outbox
@@ -62,13 +63,22 @@ class Recorder(BaseConnector):
     name = "fake"
     replies = True
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: bool = False) -> None:
         super().__init__()
         self.sent: list[str] = []
+        self.targets: list[ReplyTarget] = []
+        self.refuse = refuse
 
     async def send_reply(self, target: ReplyTarget, text: str) -> str | None:
+        if self.refuse:
+            raise ChannelRejected("outside the 24-hour window and no template configured")
         self.sent.append(text)
+        self.targets.append(target)
         return f"m{len(self.sent)}"
+
+
+class SmsRecorder(Recorder):
+    name = "sms"
 
 
 @pytest.fixture
@@ -236,6 +246,36 @@ async def test_each_status_event_is_owed_once(db: Database) -> None:
     assert channel.sent == [notice_text(notice, "https://lapor.example.go.id")]
     states = await ReplyQueue(db).states(complaint.id)
     assert [(s.kind, s.state) for s in states] == [("status:e-answer", "sent")]
+
+
+async def test_a_refused_notice_falls_back_to_the_reporters_phone_once(db: Database) -> None:
+    raw = RawMessage(channel="fake", account="bot", native_id="m-wa", received_at=MONDAY,
+                     text=SECRET_BODY, sender=Sender(channel_user_id="6281234567890",
+                                                     phone="081234567890"))
+    cid = complaint_id(raw.channel, raw.account, raw.native_id)
+    complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
+                          gateway_version="test", raw_ref=None)
+    async with Outbox(db) as outbox:
+        await outbox.add(complaint, b"", "x", {"address": "6281234567890"}, "6281234567890")
+    whatsapp, sms = Recorder(refuse=True), SmsRecorder()
+    loop = ReplyLoop(ReplyQueue(db), [whatsapp, sms], None)
+    notice: dict[str, str | None] = {
+        "id": cid, "tracking_code": complaint.tracking_code, "channel": "fake",
+        "event_id": "e-closed", "status": "closed"}
+    await loop.on_status([notice])
+    await loop.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not sms.sent:
+            assert asyncio.get_running_loop().time() < deadline, "no fallback sent"
+            await asyncio.sleep(0.01)
+        await loop.on_status([notice])  # redelivered: nothing new owed on either channel
+    finally:
+        await loop.stop()
+    assert sms.sent == [notice_text(notice, None)] and whatsapp.sent == []
+    assert sms.targets[0].address == "+6281234567890"
+    states = {s.kind: s.state for s in await ReplyQueue(db).states(cid)}
+    assert states == {"status:e-closed": "failed", "status:e-closed>sms": "sent"}
 
 
 @pytest.mark.parametrize("status", [s for s in Status if s is not Status.RECEIVED])
