@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from config.settings import KafkaSettings, load_settings
 from connectors.base import BaseConnector, ReplyTarget
+from connectors.commands import status_text
+from connectors.telegram_texts import status_text as telegram_status_text
 from errors import ChannelRejected
 from forwarder.db import Database, open_database
 from forwarder.kafka import Producer
@@ -25,6 +27,7 @@ from forwarder.replies import ReplyQueue
 from forwarder.sla import WITA
 from forwarder.status_events import Status, StatusEvent, json_schema
 from forwarder.store import CentralStore, parse_utc
+from gateway.app import _renderer
 from gateway.cli import erase_personal_data
 from gateway.lifecycle import (
     Lifecycle,
@@ -298,12 +301,25 @@ def test_long_answers_are_cut_and_self_withdrawal_is_not_notified_again() -> Non
 async def test_status_answers_hide_confidential_content_and_anonymous_reporters(
         db: Database) -> None:
     secret = await _stored(db, "m7", confidential=True, anonymous=True)
+    store = CentralStore(db)
+    await store.apply_status(_event("s-f", secret.tracking_code, Status.FORWARDED,
+                                    MONDAY + timedelta(hours=1), agency="Inspektorat",
+                                    note="Pelapor Budi Santoso 081234567890"))
     async with Outbox(db) as outbox:
-        view = await StatusService(CentralStore(db), outbox).find(secret.tracking_code)
-    assert view is not None
-    shown = json.dumps(view.public_json())
-    for private in (SECRET_TITLE, SECRET_BODY, "Budi", "081234567890", "chat-1"):
-        assert private not in shown
+        view = await StatusService(store, outbox).find(secret.tracking_code)
+    assert view is not None and view.status == "forwarded"
+    public = view.public_json()
+    answers = {  # every way a status is shown: API, page, Telegram, SMS/WhatsApp/Meta
+        "api": json.dumps(public),
+        "page": _renderer()("status.html", {"view": view, "code": secret.tracking_code}),
+        "telegram": telegram_status_text(secret.tracking_code, public),
+        "text": status_text(secret.tracking_code, public),
+    }
+    for where, shown in answers.items():
+        assert secret.tracking_code in shown, where
+        for private in (SECRET_TITLE, "Pungutan", SECRET_BODY, "Budi", "081234567890",
+                        "chat-1"):
+            assert private not in shown, (where, private)
 
 
 # --------------------------------------------------------------------------- withdrawal

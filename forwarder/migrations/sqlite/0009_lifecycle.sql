@@ -7,6 +7,11 @@ ALTER TABLE complaints ADD COLUMN follow_up_due TEXT;
 ALTER TABLE complaints ADD COLUMN close_due TEXT;
 ALTER TABLE complaints ADD COLUMN settle_due TEXT;
 ALTER TABLE complaints ADD COLUMN erased_us INTEGER;        -- personal data erased (UU PDP)
+-- The overdue queries (ops dashboard, /metrics, alerts) look up running clocks by status.
+CREATE INDEX complaints_verify_due ON complaints (status, verify_due);
+CREATE INDEX complaints_follow_up_due ON complaints (status, follow_up_due);
+CREATE INDEX complaints_close_due ON complaints (status, close_due);
+CREATE INDEX complaints_settle_due ON complaints (status, settle_due);
 
 -- Every status event received (complaints.status.v1 or the agency API), once per event_id,
 -- also the ones that did not change the current status (applied = false: stale or after a
