@@ -227,17 +227,24 @@ class CentralStore:
             return {}
         return {stage.value: row[i] for i, stage in enumerate(STAGE_CLOCKS)}
 
-    async def overdue(self, limit: int = 100, now: datetime | None = None) -> list[Overdue]:
+    async def overdue(self, limit: int = 100, now: datetime | None = None, *,
+                      unalerted: bool = False) -> list[Overdue]:
         """Complaints whose running SLA clock is past due, most overdue first (for the ops
-        dashboard and the alerts)."""
+        dashboard and the alerts); ``unalerted``: only those not alerted yet."""
         moment = utc_text(now or datetime.now(UTC))
         found: list[Overdue] = []
         for stage, (column, statuses) in STAGE_CLOCKS.items():
-            marks = ", ".join(f"${i}" for i in range(3, 3 + len(statuses)))
+            args: list[object] = [moment, limit, *(s.value for s in statuses)]
+            marks = ", ".join(f"${i}" for i in range(3, len(args) + 1))
+            alerted = ""
+            if unalerted:
+                args.append(stage.value)
+                alerted = (" AND NOT EXISTS (SELECT 1 FROM sla_alerts a"
+                           f" WHERE a.complaint_id = c.id AND a.stage = ${len(args)})")
             rows = await self._db.fetch(
-                f"SELECT id, tracking_code, {column}, status, agency, channel FROM complaints"
-                f" WHERE {column} < $1 AND status IN ({marks}) ORDER BY {column} LIMIT $2",
-                moment, limit, *(s.value for s in statuses))
+                f"SELECT id, tracking_code, {column}, status, agency, channel FROM complaints c"
+                f" WHERE {column} < $1 AND status IN ({marks}){alerted}"
+                f" ORDER BY {column} LIMIT $2", *args)
             found.extend(Overdue(r[0], r[1], stage.value, r[2], r[3], r[4], r[5]) for r in rows)
         found.sort(key=lambda o: o.due_at)
         return found[:limit]
@@ -254,29 +261,14 @@ class CentralStore:
             counts[stage.value] = int(row[0]) if row else 0
         return counts
 
-    async def unalerted(self, overdue: list[Overdue]) -> list[Overdue]:
-        """Record ``overdue`` in the alert ledger; return those whose alert is not published
-        yet (new ones, and ones whose earlier publication was not acknowledged)."""
-        now = now_us()
-        pending = []
-        for item in overdue:
-            await self._db.execute(
-                "INSERT INTO sla_alerts (complaint_id, stage, due_at, created_us)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                item.complaint_id, item.stage, item.due_at, now)
-            row = await self._db.fetchrow(
-                "SELECT published_us FROM sla_alerts WHERE complaint_id = $1 AND stage = $2",
-                item.complaint_id, item.stage)
-            if row is not None and row[0] is None:
-                pending.append(item)
-        return pending
-
     async def mark_alerted(self, items: list[Overdue]) -> None:
+        """Record that the alerts for ``items`` were published (never again)."""
         now = now_us()
         for item in items:
             await self._db.execute(
-                "UPDATE sla_alerts SET published_us = $1 WHERE complaint_id = $2 AND stage = $3",
-                now, item.complaint_id, item.stage)
+                "INSERT INTO sla_alerts (complaint_id, stage, due_at, created_us, published_us)"
+                " VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+                item.complaint_id, item.stage, item.due_at, now)
 
 
 async def _complaint_row(tx: Executor, event: StatusEvent) -> tuple[Any, ...] | None:

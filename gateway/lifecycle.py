@@ -37,6 +37,7 @@ WITHDRAW_ACTOR = "pelapor"  # the actor of a withdrawal by the reporter
 WITHDRAW_NOTE = "ditarik pelapor"
 ANSWER_LIMIT = 1000  # characters of an agency's answer sent on a channel; the rest on the page
 CE_TYPE_SLA_ALERT = "id.go.lapor.sla_overdue.v1"
+ALERT_BATCH = 500  # overdue complaints alerted per check (the rest at the next check)
 #: What an agency system may set through the API (verification and forwarding are the
 #: central admins'; closing follows the 10-day rule or the admin).
 AGENCY_STATUSES = frozenset({Status.IN_FOLLOW_UP, Status.ANSWERED, Status.REJECTED})
@@ -263,8 +264,9 @@ def agency_status_route(keys: AgencyKeys, lifecycle: web.AppKey[Lifecycle],
 
 class SlaAlerts:
     """The sink role's periodic overdue check: each overdue complaint and stage is published
-    once on ``complaints.alerts.v1`` (CloudEvents id ``<complaint id>:<stage>``, so a consumer
-    can drop the rare repeat after a crash between publishing and recording it)."""
+    once on ``complaints.alerts.v1``: recorded in ``sla_alerts`` after the broker acknowledged
+    it (CloudEvents id ``<complaint id>:<stage>``, so a consumer can drop the rare repeat after
+    a crash between publishing and recording)."""
 
     def __init__(self, *, store: CentralStore, producer: Producer, topic: str, source: str,
                  interval_s: float) -> None:
@@ -287,7 +289,7 @@ class SlaAlerts:
 
     async def check(self, now: datetime | None = None) -> list[Overdue]:
         """Publish the alerts not published yet; return them."""
-        pending = await self._store.unalerted(await self._store.overdue(1000, now))
+        pending = await self._store.overdue(ALERT_BATCH, now, unalerted=True)
         if not pending:
             return []
         await send_acked(self._producer, self._topic, [

@@ -31,8 +31,8 @@ CREATE TABLE status_history (
     UNIQUE (complaint_id, seq)
 );
 
--- Overdue SLA stages, one row per complaint and stage: the alert on complaints.alerts.v1 is
--- published once (published_us set after the broker acknowledged it).
+-- Overdue SLA stages alerted on complaints.alerts.v1, one row per complaint and stage, written
+-- once the broker acknowledged the alert: each is published once.
 CREATE TABLE sla_alerts (
     complaint_id  TEXT NOT NULL,
     stage         TEXT NOT NULL,
