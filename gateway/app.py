@@ -1,7 +1,8 @@
 """The aiohttp application: wires the store, the broker, the forwarder and the connectors.
 
-Roles: ``gateway`` (HTTP intake, connectors, publisher, receipt reader) and ``sink`` (the
-central store's consumer). ``lapor-gateway run`` uses both, plus the embedded broker when
+Roles: ``gateway`` (HTTP intake, connectors, publisher, receipt reader, reply loop) and
+``sink`` (the central store's consumers of complaints and status changes, and the SLA alert
+check). ``lapor-gateway run`` uses both, plus the embedded broker when
 ``kafka.bootstrap_servers = "embedded"``. Every resource is an async context in
 ``cleanup_ctx``, so shutdown runs in reverse order: connectors stop taking messages, the
 publisher drains, consumers finish their batch, the producer flushes, the broker and the
@@ -250,11 +251,10 @@ async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
 
 async def _sink(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    sink = Sink(bootstrap=app[BOOTSTRAP], group=settings.kafka.sink_group,
-                topics=Topics.from_settings(settings.kafka), store=app[STORE],
-                producer=app[PRODUCER], source=f"lapor-gateway/sink/{instance_name(settings)}")
     topics = Topics.from_settings(settings.kafka)
     source = f"lapor-gateway/sink/{instance_name(settings)}"
+    sink = Sink(bootstrap=app[BOOTSTRAP], group=settings.kafka.sink_group, topics=topics,
+                store=app[STORE], producer=app[PRODUCER], source=source)
     # Status changes: their own group, so a backlog of complaints never delays them.
     status_sink = StatusSink(bootstrap=app[BOOTSTRAP], topic=topics.status,
                              group=f"{settings.kafka.sink_group}-status", store=app[STORE],
@@ -373,7 +373,7 @@ async def metrics(request: web.Request) -> web.Response:
         RECEIPTS_DELIVERED.set(app[RECEIPTS].delivered)
     if SINK in app:
         SINK_RECORDS.set(app[SINK].handled)
-        SINK_DEAD_LETTERS.set(app[SINK].dead_lettered)
+        SINK_DEAD_LETTERS.set(app[SINK].dead_lettered + app[STATUS_SINK].dead_lettered)
     if BROKER in app:
         BROKER_RESTARTS.set(app[BROKER].restarts)
     for stage, count in (await app[STORE].overdue_counts()).items():
