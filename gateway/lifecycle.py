@@ -209,7 +209,8 @@ def agency_status_route(keys: AgencyKeys, lifecycle: web.AppKey[Lifecycle],
     """``POST /api/v1/complaints/{code}/status`` for agency systems.
 
     401 without or with a wrong key; 404 unknown code; 403 when the complaint is not routed to
-    the key's agency; 422 for an invalid body or a status agencies may not set; 503 when the
+    the key's agency; 409 when its status is final; 422 for an invalid body or a status
+    agencies may not set; 503 when the
     broker did not take the event (retry with the same ``event_id``); 202 once the event is
     on the status topic (the sink applies it and the citizen is told).
     """
@@ -233,6 +234,9 @@ def agency_status_route(keys: AgencyKeys, lifecycle: web.AppKey[Lifecycle],
             return problem(422, "validation_failed", fields=fields)
         if stored.agency != agency:
             return problem(403, "forbidden", detail="this complaint is not routed to your agency")
+        if stored.status in FINAL:
+            return problem(409, "final", current_status=stored.status,
+                           detail="the complaint is closed; its status no longer changes")
         if body.status not in AGENCY_STATUSES:
             return problem(422, "validation_failed", fields={
                 "status": f"agencies may set {', '.join(sorted(AGENCY_STATUSES))}"})

@@ -237,6 +237,10 @@ async def test_status_events_reach_every_channel_exactly_once_across_a_kill9(
         await wait_for(commands_answered, within=60, what="BATAL and STATUS answered")
         statuses = {r[0]: r[1] for r in await pg.fetch("SELECT id, status FROM complaints")}
         assert statuses[sms_id] == "withdrawn" and statuses[wa_id] == "answered"
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{gateway.url}/api/v1/complaints/{sms_code}/status",
+                json={"status": "in_follow_up"}, headers={"X-API-Key": AGENCY_KEY}) as r:
+            assert r.status == 409  # withdrawn is final
 
         # ---- everything settled: each notice exactly once, per channel
         async def settled() -> bool:
