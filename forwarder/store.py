@@ -211,6 +211,19 @@ class CentralStore:
             f" agency = COALESCE($3, agency){sets} WHERE id = $4",
             event.status.value, at, event.agency, cid, *due.values())
 
+    async def backfill_due_dates(self, batch: int = 1000) -> int:
+        """Give complaints stored before the lifecycle existed their receipt clocks
+        (verification, settlement); returns how many were updated in this batch."""
+        rows = await self._db.fetch(
+            "SELECT id, received_at FROM complaints WHERE settle_due IS NULL LIMIT $1", batch)
+        for cid, received_at in rows:
+            received = parse_utc(str(received_at))
+            await self._db.execute(
+                "UPDATE complaints SET verify_due = $1, settle_due = $2 WHERE id = $3",
+                utc_text(self._calendar.add_working_days(received, VERIFY_DAYS)),
+                utc_text(self._calendar.add_calendar_days(received, SETTLE_DAYS)), cid)
+        return len(rows)
+
     async def history(self, complaint_id: str) -> list[HistoryEntry]:
         """The complaint's status events in arrival order."""
         rows = await self._db.fetch(

@@ -310,6 +310,11 @@ class SlaAlerts:
         return pending
 
     async def _run(self) -> None:
+        try:  # complaints stored before the lifecycle existed get their clocks first
+            while not self._stopping.is_set() and await self._store.backfill_due_dates():
+                pass
+        except LaporError as exc:
+            log.warning("sla: due dates not backfilled: %s", exc)
         while not self._stopping.is_set():
             try:
                 await self.check()

@@ -199,6 +199,17 @@ async def test_due_dates_follow_the_status(db: Database) -> None:
     assert parse_utc(str(due["follow_up"])) == datetime(2026, 12, 5, tzinfo=WITA)
 
 
+async def test_complaints_stored_before_the_lifecycle_get_their_clocks(db: Database) -> None:
+    store = CentralStore(db)
+    complaint = await _stored(db, "m-old")
+    await db.execute("UPDATE complaints SET verify_due = NULL, settle_due = NULL")
+    assert await store.backfill_due_dates() == 1
+    assert await store.backfill_due_dates() == 0
+    due = await store.due_dates(complaint.id)
+    assert parse_utc(str(due["verification"])) == datetime(2026, 11, 27, tzinfo=WITA)
+    assert due["settlement"] is not None
+
+
 async def test_overdue_is_listed_by_stage_and_alerted_once(db: Database) -> None:
     store = CentralStore(db)
     late = await _stored(db, "m3")  # received Monday 23 Nov, verification due 27 Nov 00:00
