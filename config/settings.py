@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.base import ConnectorSettings as ConnectorSettings  # re-export for channel modules
 from config.base import MiB, Section
+from config.lifecycle import LifecycleSettings
 from config.sms import SmsSettings
 from config.telegram import TelegramSettings
 from config.whatsapp import MetaSettings, WhatsAppSettings
@@ -128,6 +129,11 @@ class ApiSettings(ConnectorSettings):
         "or 'X-API-Key'). No keys: every POST is refused with 401.",
     )
     max_attachments: int = Field(5, ge=0, le=20)
+    agency_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Agency (instansi, as in the complaint's agency field) -> API key for "
+        "POST /api/v1/complaints/{code}/status; an agency updates only complaints routed to it.",
+    )
 
 
 class PlannedConnectorSettings(ConnectorSettings):
@@ -170,6 +176,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     connectors: ConnectorsSettings = ConnectorsSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -76,6 +76,20 @@ def problem(status: int, error: str, **extra: Any) -> web.Response:
                              dumps=lambda o: orjson.dumps(o).decode())
 
 
+def match_key(request: web.Request, keys: list[tuple[str, bytes]]) -> str | None:
+    """The name whose key the request carries (``Authorization: Bearer`` or ``X-API-Key``),
+    or None. Compared in constant time against every key."""
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else \
+        request.headers.get("X-API-Key", "")
+    offered = given.encode("utf-8", "surrogateescape")  # undecodable bytes stay bytes
+    found = None
+    for name, key in keys:
+        if hmac.compare_digest(offered, key) and given:
+            found = name
+    return found
+
+
 class ApiConnector(BaseConnector):
     """Partner apps submitting complaints as JSON."""
 
@@ -93,15 +107,7 @@ class ApiConnector(BaseConnector):
 
     def authenticate(self, request: web.Request) -> str | None:
         """The partner whose key the request carries, or None. Constant time over all keys."""
-        header = request.headers.get("Authorization", "")
-        given = header[7:].strip() if header[:7].lower() == "bearer " else \
-            request.headers.get("X-API-Key", "")
-        offered = given.encode("utf-8", "surrogateescape")  # undecodable bytes stay bytes
-        found = None
-        for partner, key in self._keys:
-            if hmac.compare_digest(offered, key) and given:
-                found = partner
-        return found
+        return match_key(request, self._keys)
 
     async def receive(self, request: web.Request) -> web.Response:
         partner = self.authenticate(request)

@@ -99,6 +99,14 @@ class Intake(Protocol):
         ``confidential``. Never the reporter's identity. None for an unknown code."""
         ...
 
+    async def withdraw(self, *, channel: str, account: str, sender_key: str | None,
+                       typed_code: str | None) -> str:
+        """Withdraw a complaint for its reporter (``/batal``, ``BATAL KODE``) and return the
+        answer to send them (Bahasa Indonesia). Only the sender the complaint came from
+        (same channel, account and ``sender_key``), within the configured window; without a
+        code, the sender's newest complaint. Never raises for a refusal (the answer says why)."""
+        ...
+
     async def load_cursor(self, name: str) -> str | None:
         """A pull connector's durable source position (e.g. ``telegram:<bot>:offset``)."""
         ...

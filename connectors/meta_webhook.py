@@ -35,11 +35,10 @@ import hashlib
 import hmac
 import logging
 import mimetypes
-import re
 import time
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -49,6 +48,7 @@ from aiohttp import web
 
 from config.whatsapp import GraphWebhookSettings
 from connectors.base import BaseConnector, Intake, IntakeResult, RawMessage, Sender
+from connectors.commands import parse_text_command, status_text
 from connectors.meta_graph import GraphClient, check_sha256
 from errors import LaporError, StoreUnavailable, ValidationFailed, retry_policy
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
@@ -63,10 +63,6 @@ LAST_INBOUND_MAX = 100_000  # senders remembered for the 24-hour window before p
 DELIVERY_STATES_KEPT = 100_000
 JSON = "application/json"
 STATUS_ANSWERED_KEPT = 10_000  # status queries remembered, so a redelivery is not re-answered
-# ``STATUS KODE``: the keyword and at most one code-like word (``STATUS jalan rusak ...`` is a
-# complaint that happens to start with the word); the same rule as the SMS connector.
-STATUS_RE = re.compile(r"^\s*/?STATUS\s*[:#]?\s*(?P<code>[A-Za-z0-9._-]{0,20})\s*$",
-                       re.IGNORECASE)
 
 #: (channel, account, reason, raw bytes, content type) -> kept durably somewhere.
 
@@ -323,8 +319,8 @@ class GraphWebhookConnector(BaseConnector):
         deadline = asyncio.get_running_loop().time() + self._settings.media_inline_budget_s
         try:
             for message in parsed.messages:
-                if message.kind == "text" and (query := STATUS_RE.match(message.text)):
-                    self._status_query(message, query.group("code"))
+                if message.kind == "text" and (command := parse_text_command(message.text)):
+                    self._command(message, *command)
                     continue
                 try:
                     await self._accept(message, body, deadline)
@@ -488,9 +484,9 @@ class GraphWebhookConnector(BaseConnector):
 
     # -- status queries, delivery statuses, windows, dead letters -----------------------------
 
-    def _status_query(self, message: Inbound, typed: str) -> None:
-        """``STATUS KODE``: answered in the background, once per message id."""
-        self.count("status_queries")
+    def _command(self, message: Inbound, meaning: str, typed: str) -> None:
+        """``STATUS KODE`` / ``BATAL KODE``: answered in the background, once per message id."""
+        self.count("status_queries" if meaning == "status" else "withdrawals")
         self._note_inbound(message)
         key = (message.channel, message.account, message.native_id)
         if key in self._answered:
@@ -498,16 +494,22 @@ class GraphWebhookConnector(BaseConnector):
         self._answered[key] = None
         while len(self._answered) > STATUS_ANSWERED_KEPT:
             self._answered.popitem(last=False)
-        self._spawn(self._answer_status(message, typed))
+        self._spawn(self._answer_command(message, meaning, typed))
 
-    async def _answer_status(self, message: Inbound, typed: str) -> None:
+    async def _answer_command(self, message: Inbound, meaning: str, typed: str) -> None:
         try:
-            code = parse_tracking_code(typed) if typed else None
-            status = await self.intake.public_status(code) if code else None
-            await self.send_text(message, status_text(code or typed.strip(), status))
+            if meaning == "status":
+                code = parse_tracking_code(typed) if typed else None
+                status = await self.intake.public_status(code) if code else None
+                answer = status_text(code or typed.strip(), status)
+            else:
+                answer = await self.intake.withdraw(
+                    channel=message.channel, account=message.account,
+                    sender_key=message.sender_key, typed_code=typed or None)
+            await self.send_text(message, answer)
         except LaporError as exc:  # the citizen can ask again
-            self.record_error(f"status reply failed: {type(exc).__name__}")
-            log.warning("%s: status reply for %s failed: %s", self.name, message.native_id, exc)
+            self.record_error(f"command reply failed: {type(exc).__name__}")
+            log.warning("%s: reply to command %s failed: %s", self.name, message.native_id, exc)
 
 
     async def _record_status(self, status: StatusUpdate) -> None:
@@ -550,21 +552,6 @@ class GraphWebhookConnector(BaseConnector):
         self.count("dead_letters")
         await self.intake.dead_letter(channel=channel, account=account, reason=reason,
                                       payload=body, content_type=JSON)
-
-
-def status_text(code: str, status: Mapping[str, object] | None) -> str:
-    """The answer to ``STATUS KODE`` in Bahasa Indonesia (no title, no reporter identity)."""
-    if status is None:
-        return (f"Kode {code or '(kosong)'} tidak ditemukan. Periksa kembali kode pelacakan "
-                "Anda, contoh: STATUS ABCDE-12345.")
-    label = status.get("status_label") or status.get("status")
-    text = f"Laporan {status.get('tracking_code', code)}: {label}."
-    received = str(status.get("received_at") or "")[:10]
-    if received:
-        text += f" Diterima {received}."
-    if status.get("agency"):
-        text += f" Instansi: {status['agency']}."
-    return text
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:

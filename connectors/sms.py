@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.sms import SmsSettings
 from connectors.base import BaseConnector, Intake, RawMessage, ReplyTarget, Sender
+from connectors.commands import parse_text_command, status_text
 from errors import (
     ChannelRejected,
     ChannelUnavailable,
@@ -78,6 +79,7 @@ from errors import (
 )
 from normalizer.ids import parse_tracking_code
 from normalizer.normalize import normalize_phone
+from normalizer.raw import sender_key
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,6 @@ PARTS_PREFIX = "sms:parts:"  # cursors holding the parts of one concatenated mes
 DONE_KEEP_S = 86400.0  # a finished multipart message remembers its part ids this long
 GAP = " [...] "  # stands for a part that never arrived within the window
 SENT_MEMORY = 10_000  # reply parts remembered per process, so a retried reply skips sent parts
-# ``STATUS KODE``: the keyword and at most one code-like word (``STATUS jalan rusak ...`` is a
-# complaint that happens to start with the word, not a status query).
-STATUS_RE = re.compile(r"^\s*STATUS\s*[:#]?\s*(?P<code>[A-Za-z0-9._-]{0,20})\s*$", re.IGNORECASE)
 
 # GSM 03.38: the basic character set (1 septet each) and the extension table (2 septets).
 GSM7_BASIC = frozenset(
@@ -492,12 +491,19 @@ class SmsConnector(BaseConnector):
         return None
 
     async def handle(self, sms: InboundSms) -> None:
-        """A complete SMS: ``STATUS KODE`` is answered, anything else submitted (durably)."""
-        status = STATUS_RE.match(sms.text)
-        if status is not None:
-            await self._answer_status(sms, status.group("code"))
-            return
-        await self.submit(self._to_raw(sms))
+        """A complete SMS: ``STATUS KODE`` and ``BATAL KODE`` are answered, anything else
+        submitted (durably)."""
+        command = parse_text_command(sms.text)
+        if command is None:
+            await self.submit(self._to_raw(sms))
+        elif command[0] == "status":
+            await self._answer_status(sms, command[1])
+        else:
+            raw = self._to_raw(sms)
+            self.count("withdrawals")
+            await self._answer(sms, await self.intake.withdraw(
+                channel=raw.channel, account=raw.account, sender_key=sender_key(raw),
+                typed_code=command[1] or None), ref=f"batal:{sms.native_id}")
 
     def _to_raw(self, sms: InboundSms) -> RawMessage:
         phone = normalize_phone(sms.sender)
@@ -522,14 +528,18 @@ class SmsConnector(BaseConnector):
         self.count("status_queries")
         code = parse_tracking_code(typed) if typed else None
         status = await self.intake.public_status(code) if code else None
-        text = status_text(code or typed.strip(), status)
+        await self._answer(sms, status_text(code or typed.strip(), status),
+                           ref=f"status:{sms.native_id}")
+
+    async def _answer(self, sms: InboundSms, text: str, *, ref: str) -> None:
+        """Answer a command right away (best effort: the citizen can ask again; an answer is
+        not worth holding the webhook)."""
         address = normalize_phone(sms.sender) or sms.sender
         try:
-            await self._send_text(address, text, ref=f"status:{sms.native_id}")
+            await self._send_text(address, text, ref=ref)
         except LaporError as exc:
-            # The citizen can ask again; a status answer is not worth holding the webhook.
-            self.record_error(f"status reply failed: {type(exc).__name__}")
-            log.warning("sms: status reply for %s failed: %s", sms.native_id, exc)
+            self.record_error(f"command reply failed: {type(exc).__name__}")
+            log.warning("sms: reply to command %s failed: %s", sms.native_id, exc)
 
     # multipart ---------------------------------------------------------------------------------
 
@@ -706,22 +716,6 @@ class SmsConnector(BaseConnector):
             raise ChannelUnavailable(f"sms send API unreachable: {type(exc).__name__}") from exc
         except orjson.JSONDecodeError as exc:
             raise ChannelUnavailable("sms send API answered no JSON") from exc
-
-
-def status_text(code: str, status: Mapping[str, object] | None) -> str:
-    """The answer to ``STATUS KODE`` in Bahasa Indonesia (no title, no reporter identity)."""
-    if status is None:
-        return (f"Kode {code or '(kosong)'} tidak ditemukan. Periksa kembali kode pelacakan "
-                "Anda, contoh: STATUS ABCDE-12345.")
-    label = status.get("status_label") or status.get("status")
-    received = str(status.get("received_at") or "")[:10]
-    agency = status.get("agency")
-    text = f"Laporan {status.get('tracking_code', code)}: {label}."
-    if received:
-        text += f" Diterima {received}."
-    if agency:
-        text += f" Instansi: {agency}."
-    return text
 
 
 def _unavailable_json() -> web.Response:

@@ -26,10 +26,12 @@ message it edits.
 
 Conversation rules: private chats only become complaints; in groups the bot answers only when
 addressed (``@mention``, a reply to the bot, ``/cmd@bot``). ``/start``, ``/bantuan`` and
-``/status KODE`` are answered, not stored. Album items, locations, contacts and caption-less
-media join the sender's open complaint (``conversation_window_s``) as follow-ups
-(``RawMessage.thread_of``); an edited message revises the text of the complaint its original
-became (``RawMessage.edit_of``; the text history is ``Complaint.revisions``), no second complaint.
+``/status KODE`` are answered, not stored; ``/batal [KODE]`` withdraws the sender's complaint
+(their newest without a code) within ``[lifecycle] withdraw_window_s``. Album items, locations,
+contacts and caption-less media join the sender's open complaint (``conversation_window_s``)
+as follow-ups (``RawMessage.thread_of``); an edited message revises the text of the complaint
+its original became (``RawMessage.edit_of``; the text history is ``Complaint.revisions``), no
+second complaint.
 """
 
 from __future__ import annotations
@@ -502,8 +504,12 @@ class TelegramConnector(BaseConnector):
             else:
                 code = argument[:40]  # "ABCDE 12345" too: the intake forgives spaces
                 answer = texts.status_text(code, await self.intake.public_status(code))
-        elif meaning == "withdraw":
-            answer = texts.WITHDRAW
+        elif meaning == "withdraw":  # /batal [KODE]: only the reporter, within the window
+            sender = message.from_user
+            answer = await self.intake.withdraw(
+                channel=CHANNEL, account=self.account or "",
+                sender_key=str(sender.id) if sender is not None else None,
+                typed_code=argument[:40] or None)
         else:
             answer = texts.UNKNOWN_COMMAND
         await self._answer(message, answer)

@@ -16,7 +16,7 @@ HELP = (
     "Setelah laporan tersimpan, kami kirimkan kode pelacakan.\n\n"
     "Perintah:\n"
     "/status KODE - melihat perkembangan laporan\n"
-    "/batal - cara membatalkan laporan\n"
+    "/batal KODE - menarik laporan Anda (tak lama sesudah mengirimnya)\n"
     "/bantuan - petunjuk ini"
 )
 UNKNOWN_COMMAND = "Perintah tidak dikenal.\n\n" + HELP
@@ -24,11 +24,6 @@ STATUS_USAGE = "Tulis kode pelacakan sesudah perintah, misalnya: /status ABCDE-1
 STATUS_UNKNOWN = (
     "Kode {code} tidak ditemukan. Periksa kembali kode pelacakan Anda "
     "(contoh: /status ABCDE-12345)."
-)
-WITHDRAW = (
-    "Pembatalan laporan belum dapat dilakukan sendiri lewat Telegram. Penarikan laporan "
-    "ditangani oleh admin SP4N-LAPOR!: hubungi admin dengan menyebutkan kode pelacakan "
-    "laporan Anda."
 )
 GROUP_ONLY_PRIVATE = (
     "Untuk menjaga kerahasiaan pelapor, laporan hanya diterima lewat pesan pribadi. "

@@ -31,6 +31,7 @@ class FakeIntake:
         self.cursors: dict[str, str] = {}
         self.dead_letters: list[tuple[str, str, str, bytes]] = []
         self.deliveries: dict[tuple[str, str], str] = {}
+        self.withdrawals: list[tuple[str, str, str | None, str | None]] = []
         self._senders: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
@@ -65,6 +66,12 @@ class FakeIntake:
             if time.monotonic() - when <= within_s:
                 return IntakeResult(cid, tracking_code(cid), True)
         return None
+
+    async def withdraw(self, *, channel: str, account: str, sender_key: str | None,
+                       typed_code: str | None) -> str:
+        """Records the request in ``withdrawals``; answers ``withdraw:<code>``."""
+        self.withdrawals.append((channel, account, sender_key, typed_code))
+        return f"withdraw:{typed_code or ''}"
 
     async def load_cursor(self, name: str) -> str | None:
         return self.cursors.get(name)

@@ -35,6 +35,8 @@ class Topics:
     complaints: str
     receipts: str
     dlq: str
+    status: str = "complaints.status.v1"
+    alerts: str = "complaints.alerts.v1"
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> Topics:
@@ -43,10 +45,12 @@ class Topics:
             complaints=f"{prefix}complaints.v1",
             receipts=f"{prefix}complaints.receipts.v1",
             dlq=f"{prefix}complaints.dlq.v1",
+            status=f"{prefix}complaints.status.v1",
+            alerts=f"{prefix}complaints.alerts.v1",
         )
 
     def all(self) -> list[str]:
-        return [self.complaints, self.receipts, self.dlq]
+        return [self.complaints, self.receipts, self.dlq, self.status, self.alerts]
 
 
 def cloudevent_headers(ce_type: str, source: str, ce_id: str | None = None,
@@ -171,6 +175,27 @@ class Producer:
             except KafkaError as exc:
                 results.append(_translate(exc))
         return results
+
+
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+async def send_acked(producer: Producer, topic: str, records: list[Record]) -> None:
+    """Send ``records`` and wait for every ack; raise :class:`BrokerUnavailable` when any was
+    not acknowledged (a consumer then does not commit, and its batch is redelivered)."""
+    errors = [e for e in await producer.send_many(topic, records) if e is not None]
+    if errors:
+        raise BrokerUnavailable(f"{len(errors)} record(s) to {topic} not acknowledged: "
+                                f"{errors[0]}")
+
+
+def dead_letter_record(record: Any, reason: str, source: str) -> Record:
+    """The dead-letter copy of a consumed record: its key and raw bytes, the reason and origin
+    in CloudEvents headers. Logged (position and reason only, never the content)."""
+    origin = f"{record.topic}/{record.partition}@{record.offset}"
+    log.error("dead-lettering record %s: %s", origin, reason)
+    return (record.key or b"", record.value or b"",
+            cloudevent_headers(CE_TYPE_DEAD_LETTER, source, reason=reason[:1000], origin=origin))
 
 
 def _translate(exc: KafkaError) -> BrokerError:

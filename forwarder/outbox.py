@@ -395,6 +395,27 @@ class Outbox:
         return OutboxEntry(row[0], row[1], row[2], row[3].encode()) if row else None
 
 
+    async def reporter(self, code: str) -> Reporter | None:
+        """Who sent the complaint with this tracking code, and when (for a withdrawal)."""
+        row = await self._db.fetchrow(
+            "SELECT id, tracking_code, channel, account, sender_key, created_us FROM outbox"
+            " WHERE tracking_code = $1", code,
+        )
+        return Reporter(row[0], row[1], row[2], row[3], row[4], int(row[5])) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reporter:
+    """The channel identity a complaint came from."""
+
+    complaint_id: str
+    tracking_code: str
+    channel: str
+    account: str
+    sender_key: str | None
+    created_us: int
+
+
 def _placeholders(count: int, start: int) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
 

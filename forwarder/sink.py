@@ -14,14 +14,16 @@ import orjson
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from errors import BrokerUnavailable, StoreError
+from errors import StoreError
 from forwarder.consumer import ConsumerLoop
 from forwarder.kafka import (
-    CE_TYPE_DEAD_LETTER,
     CE_TYPE_RECEIPT,
     Producer,
+    Record,
     Topics,
     cloudevent_headers,
+    dead_letter_record,
+    send_acked,
 )
 from forwarder.store import CentralStore
 from normalizer.revisions import revision
@@ -96,26 +98,15 @@ class Sink(ConsumerLoop):
             await self._dead_letter(dead)
 
     async def _dead_letter(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
-        records = []
-        for record, reason in dead:
-            log.error("sink: dead-lettering record %s/%s@%s: %s", record.topic,
-                      record.partition, record.offset, reason)
-            records.append((
-                record.key or b"",
-                record.value or b"",
-                cloudevent_headers(CE_TYPE_DEAD_LETTER, self._source, reason=reason[:1000],
-                                   origin=f"{record.topic}/{record.partition}@{record.offset}"),
-            ))
-        await self._send(self._topics.dlq, records)
-        self.dead_lettered += len(records)
+        await self._send(self._topics.dlq,
+                         [dead_letter_record(record, reason, self._source)
+                          for record, reason in dead])
+        self.dead_lettered += len(dead)
 
-    async def _send(self, topic: str, records: list[tuple[bytes, bytes,
-                                                          list[tuple[str, bytes]]]]) -> None:
-        errors = [e for e in await self._producer.send_many(topic, records) if e is not None]
-        if errors:
-            # Not committing re-delivers the batch; the upsert makes that harmless.
-            raise BrokerUnavailable(f"{len(errors)} record(s) to {topic} not acknowledged: "
-                                    f"{errors[0]}")
+    async def _send(self, topic: str, records: list[Record]) -> None:
+        # Not committing (send_acked raises) re-delivers the batch; the upsert makes that
+        # harmless.
+        await send_acked(self._producer, topic, records)
 
 
 def _record_of(records: list[ConsumerRecord], complaint_id: str) -> ConsumerRecord:

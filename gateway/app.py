@@ -1,7 +1,8 @@
 """The aiohttp application: wires the store, the broker, the forwarder and the connectors.
 
-Roles: ``gateway`` (HTTP intake, connectors, publisher, receipt reader) and ``sink`` (the
-central store's consumer). ``lapor-gateway run`` uses both, plus the embedded broker when
+Roles: ``gateway`` (HTTP intake, connectors, publisher, receipt reader, reply loop) and
+``sink`` (the central store's consumers of complaints and status changes, and the SLA alert
+check). ``lapor-gateway run`` uses both, plus the embedded broker when
 ``kafka.bootstrap_servers = "embedded"``. Every resource is an async context in
 ``cleanup_ctx``, so shutdown runs in reverse order: connectors stop taking messages, the
 publisher drains, consumers finish their batch, the producer flushes, the broker and the
@@ -15,6 +16,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -41,10 +43,13 @@ from forwarder.publisher import Publisher
 from forwarder.receipts import ReceiptReader
 from forwarder.replies import ReplyQueue
 from forwarder.sink import Sink
+from forwarder.sla import WorkingCalendar
+from forwarder.status_events import StatusSink
 from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.attachments import AttachmentStore
 from gateway.intake import GatewayIntake
+from gateway.lifecycle import AgencyKeys, Lifecycle, SlaAlerts, agency_status_route
 from gateway.metrics import (
     BROKER_RESTARTS,
     OUTBOX_AGE,
@@ -52,6 +57,7 @@ from gateway.metrics import (
     PUBLISHED,
     SINK_DEAD_LETTERS,
     SINK_RECORDS,
+    SLA_OVERDUE,
 )
 from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
 from gateway.ops import ops_routes
@@ -79,6 +85,8 @@ STATUS = web.AppKey("status", StatusService)
 PUBLISHER = web.AppKey("publisher", Publisher)
 RECEIPTS = web.AppKey("receipts", ReceiptReader)
 SINK = web.AppKey("sink", Sink)
+STATUS_SINK = web.AppKey("status_sink", StatusSink)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 REPLIES = web.AppKey("replies", ReplyLoop)
 REPLY_QUEUE = web.AppKey("reply_queue", ReplyQueue)
 ROUTER = web.AppKey("router", Router)
@@ -121,6 +129,8 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
         app.router.add_get("/status/{code}", status_page)
         app.router.add_get("/status", status_form)
         app.router.add_get("/api/v1/complaints/{code}", status_api)
+        app.router.add_routes([agency_status_route(AgencyKeys(settings.connectors.api),
+                                                   LIFECYCLE, STORE)])
         app.router.add_routes(ops_routes(settings.gateway, lambda a: a[CONNECTORS],
                                          forwarder_state, _dead_letters))
         # Connectors start first and stop last; the reply loop needs them running.
@@ -222,10 +232,18 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
     db = app[DATABASE]
     async with Outbox(db) as outbox:
         app[OUTBOX] = outbox
-        app[STORE] = CentralStore(db)
+        lifecycle = settings.lifecycle
+        app[STORE] = CentralStore(db, WorkingCalendar.build(
+            lifecycle.extra_holidays, timezone(timedelta(hours=lifecycle.utc_offset_hours))))
+        app[LIFECYCLE] = Lifecycle(
+            outbox=outbox, store=app[STORE], producer=app[PRODUCER],
+            topic=Topics.from_settings(settings.kafka).status,
+            source=f"lapor-gateway/{instance_name(settings)}",
+            withdraw_window_s=lifecycle.withdraw_window_s)
         app[STATUS] = StatusService(app[STORE], outbox)
         app[REPLY_QUEUE] = ReplyQueue(db)
         yield
@@ -233,14 +251,28 @@ async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
 
 async def _sink(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    sink = Sink(bootstrap=app[BOOTSTRAP], group=settings.kafka.sink_group,
-                topics=Topics.from_settings(settings.kafka), store=app[STORE],
-                producer=app[PRODUCER], source=f"lapor-gateway/sink/{instance_name(settings)}")
+    topics = Topics.from_settings(settings.kafka)
+    source = f"lapor-gateway/sink/{instance_name(settings)}"
+    sink = Sink(bootstrap=app[BOOTSTRAP], group=settings.kafka.sink_group, topics=topics,
+                store=app[STORE], producer=app[PRODUCER], source=source)
+    # Status changes: their own group, so a backlog of complaints never delays them.
+    status_sink = StatusSink(bootstrap=app[BOOTSTRAP], topic=topics.status,
+                             group=f"{settings.kafka.sink_group}-status", store=app[STORE],
+                             producer=app[PRODUCER], receipts_topic=topics.receipts,
+                             dlq_topic=topics.dlq, source=source)
+    alerts = SlaAlerts(store=app[STORE], producer=app[PRODUCER], topic=topics.alerts,
+                       source=source, interval_s=settings.lifecycle.sla_check_interval_s)
     app[SINK] = sink
+    app[STATUS_SINK] = status_sink
     if BROKER in app:
         app[BROKER].on_restart.append(sink.request_restart)
+        app[BROKER].on_restart.append(status_sink.request_restart)
     await sink.start()
+    await status_sink.start()
+    await alerts.start()
     yield
+    await alerts.stop()
+    await status_sink.stop()
     await sink.stop()
 
 
@@ -254,7 +286,7 @@ async def _forwarding(app: web.Application) -> AsyncIterator[None]:
     replies = ReplyLoop(app[REPLY_QUEUE], app[CONNECTORS], settings.gateway.public_url)
     receipts = ReceiptReader(bootstrap=app[BOOTSTRAP], topic=topics.receipts,
                              group=settings.kafka.receipts_group, outbox=outbox,
-                             on_delivered=replies.on_delivered)
+                             on_delivered=replies.on_delivered, on_status=replies.on_status)
     app[PUBLISHER] = publisher
     app[RECEIPTS] = receipts
     app[REPLIES] = replies
@@ -280,6 +312,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REPLY_QUEUE],
         app[ROUTER],
         repeat_window_s=settings.gateway.repeat_window_s,
+        lifecycle=app[LIFECYCLE],
     )
     connectors = app[CONNECTORS]
     for connector in connectors:
@@ -340,9 +373,11 @@ async def metrics(request: web.Request) -> web.Response:
         RECEIPTS_DELIVERED.set(app[RECEIPTS].delivered)
     if SINK in app:
         SINK_RECORDS.set(app[SINK].handled)
-        SINK_DEAD_LETTERS.set(app[SINK].dead_lettered)
+        SINK_DEAD_LETTERS.set(app[SINK].dead_lettered + app[STATUS_SINK].dead_lettered)
     if BROKER in app:
         BROKER_RESTARTS.set(app[BROKER].restarts)
+    for stage, count in (await app[STORE].overdue_counts()).items():
+        SLA_OVERDUE.labels(stage).set(count)
     response = web.Response(body=generate_latest())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response

@@ -27,9 +27,11 @@ from config.sms import gammu_environment
 from connectors.sms import run_gammu_receive
 from errors import ConfigError, LaporError
 from forwarder.db import open_database
+from forwarder.erasure import erase
 from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.app import Role, create_app
+from normalizer.ids import parse_tracking_code
 
 log = logging.getLogger("lapor_gateway")
 
@@ -75,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         help="Gammu SMSD RunOnReceive: post the received SMS to the gateway's generic webhook",
     )
     receive.add_argument("ids", nargs="*", help="message ids Gammu passes (file names)")
+    erase = commands.add_parser(
+        "erase", parents=[common],
+        help="erase a reporter's personal data (UU PDP), keeping an anonymised record",
+    )
+    erase.add_argument("codes", nargs="+", metavar="KODE", help="tracking codes")
     return parser
 
 
@@ -88,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(export(settings, args.format, sys.stdout))
         if args.command == "status":
             return asyncio.run(show_status(settings, args.url, sys.stdout))
+        if args.command == "erase":
+            return asyncio.run(erase_personal_data(settings, args.codes, sys.stdout))
         if args.command == "sms-receive":
             posted = asyncio.run(run_gammu_receive(settings.connectors.sms, gammu_environment(),
                                                    args.ids))
@@ -189,6 +198,26 @@ async def show_status(settings: Settings, url: str | None, out: TextIO) -> int:
     if outbox:
         out.write(f"\noutbox: {outbox['pending']} pending, oldest {outbox['oldest_s']:.1f}s\n")
     return 0
+
+
+async def erase_personal_data(settings: Settings, codes: Sequence[str], out: TextIO) -> int:
+    """``erase KODE...``: 0 when every code was found and erased, 1 otherwise."""
+    db = await open_database(settings.store_url(), pool_size=2)
+    missing = 0
+    try:
+        for typed in codes:
+            code = parse_tracking_code(typed)
+            erased = await erase(db, code, settings.gateway.data_dir / "attachments") \
+                if code else None
+            if erased is None:
+                out.write(f"{typed}: no complaint with this tracking code\n")
+                missing += 1
+            else:
+                out.write(f"{code}: personal data erased ({len(erased.complaint_ids)} "
+                          f"record(s), {erased.files_deleted} file(s) deleted)\n")
+    finally:
+        await db.close()
+    return 1 if missing else 0
 
 
 def _ago(moment: float | None) -> str:

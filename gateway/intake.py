@@ -16,6 +16,7 @@ from forwarder.outbox import Outbox
 from forwarder.replies import ReplyQueue
 from gateway import __version__
 from gateway.attachments import AttachmentStore
+from gateway.lifecycle import Lifecycle, Withdrawal, WithdrawResult, withdraw_text
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from gateway.status import StatusService
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
@@ -36,7 +37,9 @@ class GatewayIntake:
 
     def __init__(self, outbox: Outbox, attachments: AttachmentStore,
                  status: StatusService, replies: ReplyQueue,
-                 router: Router | None = None, repeat_window_s: float = 0.0) -> None:
+                 router: Router | None = None, repeat_window_s: float = 0.0,
+                 lifecycle: Lifecycle | None = None) -> None:
+        self._lifecycle = lifecycle
         self._router = router
         self._repeat_window_s = repeat_window_s
         self._outbox = outbox
@@ -128,6 +131,13 @@ class GatewayIntake:
     async def public_status(self, typed_code: str) -> Mapping[str, object] | None:
         view = await self._status.find(typed_code)
         return view.public_json() if view else None
+
+    async def withdraw(self, *, channel: str, account: str, sender_key: str | None,
+                       typed_code: str | None) -> str:
+        if self._lifecycle is None:
+            return withdraw_text(WithdrawResult(Withdrawal.UNAVAILABLE))
+        return withdraw_text(await self._lifecycle.withdraw(
+            channel=channel, account=account, sender_key=sender_key, typed_code=typed_code))
 
     async def load_cursor(self, name: str) -> str | None:
         return await self._outbox.load_cursor(name)

@@ -20,3 +20,5 @@ RECEIPTS = Gauge("lapor_receipts_delivered", "Outbox entries marked delivered si
 SINK_RECORDS = Gauge("lapor_sink_records", "Records the sink handled since start")
 SINK_DEAD_LETTERS = Gauge("lapor_sink_dead_letters", "Records the sink dead-lettered since start")
 BROKER_RESTARTS = Gauge("lapor_embedded_broker_restarts", "Restarts of the embedded broker")
+# The complaint lifecycle (issue #8): complaints whose SLA clock ran out, by stage.
+SLA_OVERDUE = Gauge("lapor_sla_overdue", "Complaints past an SLA due date, by stage", ["stage"])

@@ -6,6 +6,13 @@ replies through the channel's connector (:meth:`BaseConnector.send_reply`): a re
 (429, 5xx, network) is retried with backoff (``retry_after`` honoured) until
 ``MAX_ATTEMPTS`` or ``GIVE_UP_AFTER_S``; a permanent one marks the reply failed. Either way the
 state is visible per complaint.
+
+Status notices (a status change applied by the sink, see :mod:`forwarder.status_events`) are
+owed the same way, as kind ``status:<event_id>``: the queue's unique key makes a redelivered
+notice, or one received again after a gateway restart, one message. When the channel refuses
+a message for good (e.g. WhatsApp outside the 24-hour window without a template, a blocked
+bot), the same text is owed once on another contact channel of the reporter (SMS to their
+phone, e-mail), when such a connector runs: kind ``<kind>>sms``.
 """
 
 from __future__ import annotations
@@ -18,13 +25,16 @@ from collections.abc import Mapping
 from connectors.base import BaseConnector, ReplyTarget
 from errors import LaporError
 from forwarder.outbox import now_us
-from forwarder.receipts import Receipt
+from forwarder.receipts import Receipt, StatusNotice
 from forwarder.replies import ReplyJob, ReplyQueue
+from gateway.lifecycle import notice_text
 from normalizer.schema import Complaint
 
 log = logging.getLogger(__name__)
 
 ACK = "ack"
+STATUS_KIND = "status:"  # + the event id: one notification per status event
+FALLBACK_MARK = ">"  # kind of a fallback reply: "<kind>><channel>"
 BATCH = 50  # replies claimed per round
 LEASE_S = 60.0  # a send in flight longer than this is tried again by whoever claims it
 IDLE_POLL_S = 1.0  # longest wait when nothing is due
@@ -74,6 +84,21 @@ class ReplyLoop:
                 continue
             body = ack_text(receipt["tracking_code"], self._public_url)
             owed |= await self._queue.enqueue(receipt["id"], ACK, channel, body)
+        if owed:
+            self._wake.set()
+
+    async def on_status(self, notices: list[StatusNotice]) -> None:
+        """Called by the receipt reader with status notices, before it commits its offsets:
+        each becomes a durable reply (once per event id)."""
+        owed = False
+        for notice in notices:
+            channel, cid, event_id = notice.get("channel"), notice.get("id"), \
+                notice.get("event_id")
+            if channel not in self._by_channel or not cid or not event_id:
+                continue
+            body = notice_text(notice, self._public_url)
+            if body is not None:
+                owed |= await self._queue.enqueue(cid, STATUS_KIND + event_id, channel, body)
         if owed:
             self._wake.set()
 
@@ -138,6 +163,7 @@ class ReplyLoop:
             self.failed += 1
             log.warning("replies: gave up on %s for complaint=%s after %d attempt(s): %s",
                         job.kind, job.complaint_id, job.attempts, error)
+            await self._fall_back(job)
             return
         delay = exc.retry_after if exc.retry_after is not None else \
             BACKOFF_S[min(job.attempts, len(BACKOFF_S)) - 1] * random.uniform(0.8, 1.2)
@@ -146,9 +172,28 @@ class ReplyLoop:
                  delay, error)
 
 
+    async def _fall_back(self, job: ReplyJob) -> None:
+        """Owe the refused text once on the reporter's other contact channel, if any."""
+        if FALLBACK_MARK in job.kind:
+            return
+        reporter = Complaint.from_json(job.payload).reporter
+        for channel, address in (("sms", reporter.phone), ("email", reporter.email)):
+            if address and channel != job.channel and channel in self._by_channel:
+                if await self._queue.enqueue(job.complaint_id, job.kind + FALLBACK_MARK + channel,
+                                             channel, job.body):
+                    log.info("replies: %s for complaint=%s falls back to %s", job.kind,
+                             job.complaint_id, channel)
+                    self._wake.set()
+                return
+
+
 def _target(job: ReplyJob) -> ReplyTarget:
     complaint = Complaint.from_json(job.payload)
     reporter = complaint.reporter
+    if job.channel != complaint.channel:  # a fallback: the reporter's own address there
+        address = reporter.phone if job.channel == "sms" else reporter.email
+        return ReplyTarget(complaint_id=job.complaint_id, tracking_code=job.tracking_code,
+                           channel=job.channel, account="", native_id="", address=address)
     address = (job.reply_hints.get("address") or reporter.channel_user_id or reporter.phone
                or reporter.email)
     return ReplyTarget(complaint_id=job.complaint_id, tracking_code=job.tracking_code,

@@ -25,6 +25,7 @@ STATUS_LABELS = {
     "answered": "Dijawab",
     "closed": "Selesai",
     "rejected": "Ditolak / bukan wewenang",
+    "withdrawn": "Ditarik oleh pelapor",
 }
 
 

@@ -337,7 +337,9 @@ async def test_commands_are_answered_not_stored(emu: TelegramEmulator) -> None:
     assert "Pungutan" not in texts[2] and "rahasia" not in texts[2].lower()
     assert "tidak ditemukan" in texts[3]
     assert "ABCDE-12345" in texts[4]
-    assert "admin" in texts[5]
+    assert texts[5] == "withdraw:"  # the intake decides and words the answer
+    [(channel, _, sender, typed)] = intake.withdrawals
+    assert channel == "telegram" and sender and typed is None
 
 
 async def test_photo_document_and_oversized_file(emu: TelegramEmulator) -> None:

@@ -6,8 +6,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from config.sms import SmsSettings
+from connectors.commands import parse_text_command
 from connectors.sms import (
-    STATUS_RE,
     gammu_messages_from_env,
     generic_signature,
     is_gsm7,
@@ -93,15 +93,22 @@ def test_too_long_text_is_truncated_to_max_parts() -> None:
     ("  Status: abcde-12345 ", "abcde-12345"), ("STATUS", ""),
 ])
 def test_status_keyword(text: str, code: str) -> None:
-    match = STATUS_RE.match(text)
-    assert match is not None and match.group("code") == code
+    assert parse_text_command(text) == ("status", code)
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ("BATAL ABCDE-12345", "ABCDE-12345"), ("batal", ""), ("/Batal: abcde12345", "abcde12345"),
+])
+def test_withdraw_keyword(text: str, code: str) -> None:
+    assert parse_text_command(text) == ("withdraw", code)
 
 
 @pytest.mark.parametrize("text", [
     "Status jalan di depan rumah saya rusak parah", "Lampu jalan padam STATUS ABCDE-12345",
+    "Batal berangkat karena jembatan putus",
 ])
 def test_status_word_in_a_complaint_is_not_the_keyword(text: str) -> None:
-    assert STATUS_RE.match(text) is None
+    assert parse_text_command(text) is None
 
 
 def test_status_text_never_shows_the_title() -> None:
