@@ -35,6 +35,7 @@ from connectors.x import XConnector
 from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
+from forwarder.fingerprints import FingerprintIndex
 from forwarder.kafka import Producer, Topics, ensure_topics
 from forwarder.outbox import Outbox
 from forwarder.publisher import Publisher
@@ -44,7 +45,7 @@ from forwarder.sink import Sink
 from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.attachments import AttachmentStore
-from gateway.intake import GatewayIntake
+from gateway.intake import GatewayIntake, NearDuplicates
 from gateway.metrics import (
     BROKER_RESTARTS,
     OUTBOX_AGE,
@@ -280,6 +281,10 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REPLY_QUEUE],
         app[ROUTER],
         repeat_window_s=settings.gateway.repeat_window_s,
+        near_duplicates=NearDuplicates(
+            FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
+                             limit=settings.dedup.max_candidates),
+            settings.dedup.window_days * 86400) if settings.dedup.enabled else None,
     )
     connectors = app[CONNECTORS]
     for connector in connectors:

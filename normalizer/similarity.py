@@ -27,6 +27,7 @@ share a band key when a block of ``ROWS_PER_BAND`` hash values is equal).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -508,6 +509,46 @@ def band_keys(sig: Signature, rows: int = ROWS_PER_BAND) -> list[str]:
             for b in range(bands)]
 
 
+# Index keys as 64-bit integers, for a durable store: a B-tree of (key, time, complaint) rows
+# stays small and a lookup is one index probe a key.
+
+_MIX_START = np.uint64(0x9E3779B97F4A7C15)  # splitmix64 constants
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def band_hashes(hashvalues: np.ndarray[Any, np.dtype[Any]],
+                rows: int = ROWS_PER_BAND) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The LSH band keys of one signature (``(num_perm,)``) or many (``(n, num_perm)``) as
+    signed 64-bit integers, one per band: equal bands give equal keys, and the band number
+    is mixed in, so band 3 of one signature never meets band 5 of another. Vectorised, so a
+    benchmark can fill a store with a million complaints through this same function."""
+    values = np.atleast_2d(np.asarray(hashvalues, dtype=np.uint64))
+    bands = values.shape[1] // rows
+    blocks = values[:, :bands * rows].reshape(values.shape[0], bands, rows)
+    h = (np.arange(1, bands + 1, dtype=np.uint64) * _MIX_START)[np.newaxis, :].repeat(
+        values.shape[0], axis=0)
+    for r in range(rows):
+        h = (h ^ blocks[:, :, r]) * _MIX_1
+        h ^= h >> np.uint64(31)
+        h *= _MIX_2
+        h ^= h >> np.uint64(29)
+    out: np.ndarray[Any, np.dtype[np.int64]] = h.view(np.int64)
+    return out[0] if np.ndim(hashvalues) == 1 else out
+
+
+def key_hash(key: str) -> int:
+    """A block key (see :meth:`Fingerprint.block_keys`) as a signed 64-bit integer."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+def index_hashes(fp: Fingerprint) -> list[int]:
+    """:meth:`Fingerprint.index_keys` as integers: the band keys, then the block keys."""
+    return [int(h) for h in band_hashes(fp.signature.hashvalues)] + \
+        [key_hash(k) for k in fp.block_keys()]
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A stored signature that shares at least one band with the query."""
@@ -629,6 +670,7 @@ class DuplicateFinder:
 
 __all__ = [
     "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
-    "Signature", "band_keys", "extract_places", "fingerprint", "is_same_matter",
+    "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
+    "is_same_matter", "key_hash",
     "places_conflict", "same_matter_reason", "signature", "similar",
 ]
