@@ -42,7 +42,7 @@ CSV_COLUMNS = (
     "id", "tracking_code", "status", "channel", "received_at", "classification", "category",
     "agency", "title", "body", "incident_date", "location", "region_code", "confidential",
     "anonymous", "reporter_name", "reporter_email", "reporter_phone", "attachments",
-    "thread_of", "duplicate_of",
+    "thread_of", "duplicate_of", "cluster_id",
 )
 
 
