@@ -42,10 +42,8 @@ class FingerprintIndex:
         self._limit = limit
 
     async def candidates(self, keys: Sequence[int], since_us: int) -> list[StoredFingerprint]:
-        """Stored complaints received at or after ``since_us`` sharing a key, newest first.
-
-        Corrupt stored fingerprints are skipped (they can only be missed, never mis-matched).
-        """
+        """Stored complaints received at or after ``since_us`` sharing a key, newest first
+        (their fingerprints are read lazily, see :class:`StoredFingerprint`)."""
         unique = list(dict.fromkeys(keys))
         if not unique:
             return []
@@ -57,14 +55,8 @@ class FingerprintIndex:
             "SELECT complaint_id, cluster_id, fingerprint, region, agency, received_us"
             f" FROM fingerprints WHERE seq IN ({scans}) ORDER BY received_us DESC LIMIT $3",
             since_us, self._per_key, self._limit, *unique)
-        found = []
-        for row in rows:
-            try:
-                fp = Fingerprint.from_bytes(bytes(row[2]))
-            except ValueError:
-                continue
-            found.append(StoredFingerprint(row[0], row[1], fp, row[3], row[4], int(row[5])))
-        return found
+        return [StoredFingerprint(row[0], row[1], bytes(row[2]), row[3], row[4], int(row[5]))
+                for row in rows]
 
     async def record(self, entry: NewFingerprint) -> bool:
         """Index a complaint (idempotent: a complaint already indexed is left as it is).

@@ -19,25 +19,55 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from normalizer.routing import Router
 from normalizer.schema import Complaint
-from normalizer.similarity import Fingerprint, fingerprint, same_matter_reason, similar
+from normalizer.similarity import (
+    THRESHOLDS,
+    Fingerprint,
+    Signature,
+    fingerprint,
+    same_matter_reason,
+    signature_similarity,
+)
 
 #: The audit key under which the rule is recorded.
 DECISION_KEY = "duplicate_of"
 
 
-@dataclass(frozen=True, slots=True)
+#: No threshold of :data:`~normalizer.similarity.THRESHOLDS` is lower: a candidate whose
+#: signature scores less is screened out before its places are read.
+MIN_SIMILARITY = min(THRESHOLDS.values())
+
+
+@dataclass(frozen=True)
 class StoredFingerprint:
-    """A complaint the index returned as a candidate."""
+    """A complaint the index returned as a candidate, its fingerprint as stored
+    (:meth:`Fingerprint.to_bytes`), read only as far as needed."""
 
     complaint_id: str
     cluster_id: str
-    fingerprint: Fingerprint
+    data: bytes
     region: str | None = None
     agency: str | None = None
     received_us: int = 0
+
+    @classmethod
+    def of(cls, complaint_id: str, cluster_id: str, fp: Fingerprint, region: str | None = None,
+           agency: str | None = None, received_us: int = 0) -> StoredFingerprint:
+        """A candidate from a fingerprint in memory."""
+        return cls(complaint_id, cluster_id, fp.to_bytes(), region, agency, received_us)
+
+    @cached_property
+    def signature(self) -> Signature:
+        """The stored signature; raises ValueError when the bytes are corrupt."""
+        return Fingerprint.signature_from_bytes(self.data)
+
+    @cached_property
+    def fingerprint(self) -> Fingerprint:
+        """The whole stored fingerprint; raises ValueError when the bytes are corrupt."""
+        return Fingerprint.from_bytes(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +118,23 @@ def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
            region: str | None = None, agency: str | None = None,
            own_id: str | None = None) -> Verdict:
     """The cluster, if any, that a complaint with fingerprint ``fp`` joins (see the module
-    docstring). ``own_id`` is skipped (a redelivery finds itself in the index)."""
+    docstring). ``own_id`` is skipped (a redelivery finds itself in the index); a candidate
+    whose stored bytes are corrupt is skipped (it can be missed, never mis-matched)."""
     best: tuple[float, int, StoredFingerprint, str] | None = None
     seen = 0
     for other in candidates:
         if other.complaint_id == own_id:
             continue
         seen += 1
-        same, reason = match_reason(fp, region, agency, other)
+        try:
+            score = signature_similarity(fp.signature, other.signature)
+            if score < MIN_SIMILARITY:
+                continue
+            same, reason = match_reason(fp, region, agency, other)
+        except ValueError:
+            continue
         if not same:
             continue
-        score = similar(fp, other.fingerprint)
         key = (score, -other.received_us)
         if best is None or key > (best[0], best[1]):
             best = (score, -other.received_us, other, reason)
@@ -120,5 +156,5 @@ def apply(complaint: Complaint, verdict: Verdict) -> Complaint:
                                         "cluster_id": verdict.cluster_id, "audit": audit})
 
 
-__all__ = ["DECISION_KEY", "StoredFingerprint", "Verdict", "apply", "decide", "fingerprint_of",
-           "match_reason", "region_of"]
+__all__ = ["DECISION_KEY", "MIN_SIMILARITY", "StoredFingerprint", "Verdict", "apply", "decide",
+           "fingerprint_of", "match_reason", "region_of"]
