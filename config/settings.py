@@ -118,9 +118,9 @@ class DedupSettings(Section):
     window_days: float = Field(
         30.0, gt=0, description="Only complaints received within this many days are compared.")
     candidates_per_key: int = Field(
-        20, ge=1, description="Newest index rows read for each LSH/block key of a lookup.")
+        10, ge=1, description="Newest index rows read for each LSH/block key of a lookup.")
     max_candidates: int = Field(
-        200, ge=1, description="Most stored complaints compared with one new complaint.")
+        100, ge=1, description="Most stored complaints compared with one new complaint.")
 
 
 class WebformSettings(ConnectorSettings):

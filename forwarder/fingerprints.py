@@ -34,7 +34,7 @@ class NewFingerprint:
 class FingerprintIndex:
     """The ``fingerprints`` and ``lsh_bands`` tables."""
 
-    def __init__(self, db: Database, *, per_key: int = 20, limit: int = 200) -> None:
+    def __init__(self, db: Database, *, per_key: int = 10, limit: int = 100) -> None:
         if per_key < 1 or limit < 1:
             raise ValueError("per_key and limit must be at least 1")
         self._db = db

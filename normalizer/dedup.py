@@ -29,7 +29,7 @@ from normalizer.similarity import (
     Signature,
     fingerprint,
     same_matter_reason,
-    signature_similarity,
+    similarities,
 )
 
 #: The audit key under which the rule is recorded.
@@ -67,7 +67,7 @@ class StoredFingerprint:
     @cached_property
     def fingerprint(self) -> Fingerprint:
         """The whole stored fingerprint; raises ValueError when the bytes are corrupt."""
-        return Fingerprint.from_bytes(self.data)
+        return Fingerprint.from_bytes(self.data, self.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +120,25 @@ def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
     """The cluster, if any, that a complaint with fingerprint ``fp`` joins (see the module
     docstring). ``own_id`` is skipped (a redelivery finds itself in the index); a candidate
     whose stored bytes are corrupt is skipped (it can be missed, never mis-matched)."""
-    best: tuple[float, int, StoredFingerprint, str] | None = None
+    readable: list[StoredFingerprint] = []
     seen = 0
     for other in candidates:
         if other.complaint_id == own_id:
             continue
         seen += 1
         try:
-            score = signature_similarity(fp.signature, other.signature)
-            if score < MIN_SIMILARITY:
-                continue
+            other.signature  # noqa: B018 - parse (and cache) it; skip what is corrupt
+        except ValueError:
+            continue
+        if other.signature.seed == fp.signature.seed \
+                and other.signature.num_perm == fp.signature.num_perm:
+            readable.append(other)
+    scores = similarities(fp.signature, [o.signature for o in readable])
+    best: tuple[float, int, StoredFingerprint, str] | None = None
+    for other, score in zip(readable, scores.tolist(), strict=True):
+        if score < MIN_SIMILARITY:
+            continue
+        try:
             same, reason = match_reason(fp, region, agency, other)
         except ValueError:
             continue

@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +109,7 @@ class Signature:
         body = data[14:]
         if len(body) != 4 * num_perm:
             raise ValueError("truncated MinHash signature")
-        values = np.frombuffer(body, dtype="<u4").astype(np.uint32)
+        values = np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False)
         return cls(values, size, seed)
 
 
@@ -404,8 +404,9 @@ class Fingerprint:
         return _MAGIC + struct.pack("<I", len(meta)) + meta + self.signature.to_bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Fingerprint:
-        """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
+    def from_bytes(cls, data: bytes, signature: Signature | None = None) -> Fingerprint:
+        """Inverse of :meth:`to_bytes`; raises ValueError on anything else. ``signature``:
+        the one :meth:`signature_from_bytes` read from ``data`` already."""
         if len(data) < 8 or data[:4] != _MAGIC:
             raise ValueError("not a lapor-gateway fingerprint")
         (length,) = struct.unpack("<I", data[4:8])
@@ -416,7 +417,8 @@ class Fingerprint:
             classification = meta.get("classification")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError("corrupt fingerprint metadata") from exc
-        return cls(Signature.from_bytes(data[8 + length:]), places, categories, classification)
+        return cls(signature or Signature.from_bytes(data[8 + length:]), places, categories,
+                   classification)
 
     @staticmethod
     def signature_from_bytes(data: bytes) -> Signature:
@@ -480,12 +482,27 @@ def similar(a: Fingerprint | str, b: Fingerprint | str) -> float:
 
 def signature_similarity(sa: Signature, sb: Signature) -> float:
     """:func:`similar` of two signatures."""
-    jaccard = sa.jaccard(sb)
-    if jaccard == 0.0:
-        return 0.0
-    shared = jaccard * (sa.size + sb.size) / (1.0 + jaccard)
-    containment = min(1.0, shared / min(sa.size, sb.size))
-    return (jaccard + containment) / 2.0
+    return float(similarities(sa, [sb])[0])
+
+
+def similarities(sig: Signature, others: Sequence[Signature]
+                 ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """:func:`similar` of ``sig`` and each of ``others``, computed at once (a store's
+    candidates are screened with it)."""
+    if any(o.seed != sig.seed or o.num_perm != sig.num_perm for o in others):
+        raise ValueError("signatures made with different permutations cannot be compared")
+    if not others:
+        return np.zeros(0)
+    matrix = np.stack([o.hashvalues for o in others])
+    sizes = np.array([o.size for o in others], dtype=np.float64)
+    jaccard = np.count_nonzero(matrix == sig.hashvalues, axis=1) / sig.num_perm
+    jaccard[(sizes == 0) | (sig.size == 0)] = 0.0
+    shared = jaccard * (sig.size + sizes) / (1.0 + jaccard)
+    smaller = np.maximum(np.minimum(sizes, sig.size), 1.0)
+    containment = np.minimum(1.0, shared / smaller)
+    out: np.ndarray[Any, np.dtype[np.float64]] = np.where(jaccard > 0,
+                                                          (jaccard + containment) / 2.0, 0.0)
+    return out
 
 
 def same_matter_reason(a: Fingerprint | str, b: Fingerprint | str) -> tuple[bool, str]:
@@ -685,4 +702,5 @@ __all__ = [
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
     "is_same_matter", "key_hash",
     "places_conflict", "same_matter_reason", "signature", "signature_similarity", "similar",
+    "similarities",
 ]
