@@ -10,12 +10,16 @@ category in a big city) costs the same as a rare one.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from forwarder.db import Database
+from forwarder.db import Database, Row
 from normalizer.dedup import StoredFingerprint
 from normalizer.similarity import Fingerprint
+
+#: Parsed candidates kept in memory (about 3 KiB each with their parsed places).
+CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +38,17 @@ class NewFingerprint:
 class FingerprintIndex:
     """The ``fingerprints`` and ``lsh_bands`` tables."""
 
-    def __init__(self, db: Database, *, per_key: int = 10, limit: int = 100) -> None:
+    def __init__(self, db: Database, *, per_key: int = 10, limit: int = 100,
+                 cache_size: int = CACHE_SIZE) -> None:
         if per_key < 1 or limit < 1:
             raise ValueError("per_key and limit must be at least 1")
         self._db = db
         self._per_key = per_key
         self._limit = limit
+        self._cache_size = cache_size
+        #: Stored fingerprints never change, so the ones read recently (the newest rows of
+        #: busy keys, read by lookup after lookup) keep what was parsed from them.
+        self._cache: OrderedDict[str, StoredFingerprint] = OrderedDict()
 
     async def candidates(self, keys: Sequence[int], since_us: int) -> list[StoredFingerprint]:
         """Stored complaints received at or after ``since_us`` sharing a key, newest first
@@ -55,8 +64,18 @@ class FingerprintIndex:
             "SELECT complaint_id, cluster_id, fingerprint, region, agency, received_us"
             f" FROM fingerprints WHERE seq IN ({scans}) ORDER BY received_us DESC LIMIT $3",
             since_us, self._per_key, self._limit, *unique)
-        return [StoredFingerprint(row[0], row[1], bytes(row[2]), row[3], row[4], int(row[5]))
-                for row in rows]
+        return [self._cached(row) for row in rows]
+
+    def _cached(self, row: Row) -> StoredFingerprint:
+        entry = self._cache.get(row[0])
+        if entry is not None:
+            self._cache.move_to_end(row[0])
+            return entry
+        entry = StoredFingerprint(row[0], row[1], bytes(row[2]), row[3], row[4], int(row[5]))
+        self._cache[row[0]] = entry
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return entry
 
     async def record(self, entry: NewFingerprint) -> bool:
         """Index a complaint (idempotent: a complaint already indexed is left as it is).
