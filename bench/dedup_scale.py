@@ -13,7 +13,8 @@ synthetic complaints whose index keys come from the same code path as the intake
 fingerprints): 90 % random signatures (distinct texts), 10 % near copies of realistic
 complaints (half their hash values kept, so they share LSH bands with the queries), each with
 the place/category block keys of one of a few thousand realistic complaints (so block keys
-are as hot as a big city's common problems), received over the last 29 days.
+are as hot as a big city's common problems), received over the last ``--days`` (two years
+by default; ``--days 29`` puts all of them inside the 30-day window, the worst case).
 
 After each stage a fresh child process opens the store as a gateway does and runs the intake's
 lookup (:meth:`forwarder.fingerprints.FingerprintIndex.candidates` + :func:`normalizer.dedup
@@ -97,8 +98,8 @@ class Pool:
         self.signatures = np.stack([fp.signature.hashvalues for fp in self.fingerprints])
 
 
-def synthetic(pool: Pool, start: int, count: int, rng: np.random.Generator, near_share: float
-              ) -> tuple[list[tuple[Any, ...]], np.ndarray[Any, Any]]:
+def synthetic(pool: Pool, start: int, count: int, rng: np.random.Generator, near_share: float,
+              days: float) -> tuple[list[tuple[Any, ...]], np.ndarray[Any, Any]]:
     """``count`` complaints from sequence number ``start``: fingerprint rows and their
     ``(band_key, received_us, seq)`` index rows."""
     sigs = rng.integers(0, 2**32 - 1, size=(count, NUM_PERM), dtype=np.uint64).astype(np.uint32)
@@ -106,7 +107,7 @@ def synthetic(pool: Pool, start: int, count: int, rng: np.random.Generator, near
     near = rng.random(count) < near_share
     keep = rng.random((count, NUM_PERM)) < 0.5
     sigs = np.where(near[:, None] & keep, pool.signatures[which], sigs)
-    received = now_us() - rng.integers(0, 29 * 86400 * 1_000_000, size=count)
+    received = now_us() - rng.integers(0, int(days * 86400 * 1_000_000), size=count)
     seqs = np.arange(start, start + count, dtype=np.int64)
     bands = band_hashes(sigs)
     rows = []
@@ -127,7 +128,7 @@ def synthetic(pool: Pool, start: int, count: int, rng: np.random.Generator, near
 
 
 def fill_sqlite(path: Path, pool: Pool, start: int, count: int, seed: int,
-                near_share: float) -> None:
+                near_share: float, days: float) -> None:
     rng = np.random.default_rng(seed)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")
@@ -136,7 +137,7 @@ def fill_sqlite(path: Path, pool: Pool, start: int, count: int, seed: int,
     index_parts = []
     for offset in range(0, count, CHUNK):
         rows, index = synthetic(pool, start + offset, min(CHUNK, count - offset), rng,
-                                near_share)
+                                near_share, days)
         conn.executemany("INSERT INTO fingerprints (seq, complaint_id, cluster_id, received_us,"
                          " region, agency, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         index_parts.append(index)
@@ -151,14 +152,14 @@ def fill_sqlite(path: Path, pool: Pool, start: int, count: int, seed: int,
 
 
 async def fill_postgres(url: str, pool: Pool, start: int, count: int, seed: int,
-                        near_share: float) -> None:
+                        near_share: float, days: float) -> None:
     rng = np.random.default_rng(seed)
     conn = await asyncpg.connect(url)
     try:
         index_parts = []
         for offset in range(0, count, CHUNK):
             rows, index = synthetic(pool, start + offset, min(CHUNK, count - offset), rng,
-                                    near_share)
+                                    near_share, days)
             await conn.copy_records_to_table(
                 "fingerprints", records=rows,
                 columns=["seq", "complaint_id", "cluster_id", "received_us", "region", "agency",
@@ -271,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--near-copies", type=float, default=NEAR_COPY_SHARE,
                         help="share of stored complaints that are near copies of realistic "
                              "ones (0.1: every realistic matter reported ~300 times a million)")
+    parser.add_argument("--days", type=float, default=730.0,
+                        help="stored complaints were received over this many days (730: two "
+                             "years kept; 29: every one inside the 30-day window, the worst "
+                             "case)")
     parser.add_argument("--pool", type=int, default=3000, help="realistic complaints to borrow")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -288,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = Pool(Router.from_files(), args.pool)
         print(f"store {url.split('@')[-1]}; {args.pool} realistic fingerprints in "
               f"{time.perf_counter() - started:.1f} s; near copies {args.near_copies:.0%}; "
+              f"received over {args.days:g} days (window 30); "
               f"concurrency {concurrency}")
         header = (f"{'stored':>10} {'fill s':>7} {'lookups/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'cands':>6} {'RSS MiB':>8} {'store':>10}")
@@ -299,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             if target > stored:
                 if postgres:
                     asyncio.run(fill_postgres(url, pool, stored + 1, target - stored, stage,
-                                              args.near_copies))
+                                              args.near_copies, args.days))
                 else:
                     fill_sqlite(Path(url.removeprefix("sqlite:///")), pool, stored + 1,
-                                target - stored, stage, args.near_copies)
+                                target - stored, stage, args.near_copies, args.days)
                 stored = target
             fill_s = time.perf_counter() - started
             r = measure_in_child(url, args.lookups, concurrency)
