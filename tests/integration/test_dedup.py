@@ -21,7 +21,7 @@ from forwarder.replies import ReplyQueue
 from forwarder.store import CentralStore
 from gateway.attachments import AttachmentStore
 from gateway.cli import export
-from gateway.intake import GatewayIntake, NearDuplicates
+from gateway.intake import FINGERPRINT_INLINE_CHARS, GatewayIntake, NearDuplicates
 from gateway.status import StatusService
 from normalizer.raw import RawMessage, Sender
 from normalizer.routing import Router
@@ -146,3 +146,17 @@ async def test_export_carries_the_cluster(tmp_path: Path) -> None:
     rows = {r["id"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
     assert rows[dup.complaint_id]["cluster_id"] == first.complaint_id
     assert rows[first.complaint_id]["cluster_id"] == ""
+
+
+async def test_long_letters_are_fingerprinted_off_the_event_loop(tmp_path: Path) -> None:
+    letter = (LAMP_WEB + " Kami warga RT 12 sudah melapor ke ketua RT dan kelurahan, namun "
+              "belum ada tindak lanjut. Anak-anak pulang mengaji melewati jalan ini dan ibu-ibu "
+              "pulang dari pasar subuh juga takut. Beberapa kali motor warga hampir dijambret "
+              "di titik yang gelap itu. Kami mohon Dinas Perhubungan segera mengganti lampu "
+              "yang rusak dan memeriksa kabelnya, karena tiang di depan masjid juga miring.")
+    assert len(letter) > FINGERPRINT_INLINE_CHARS
+    async with gateway(f"sqlite:///{tmp_path}/lapor.db", tmp_path) as (intake, db):
+        first = await intake.submit(message("webform", "w1", letter, "web-1"))
+        second = await intake.submit(message("api", "a1", letter.replace("Kami", "Kita"),
+                                             "app-7"))
+        assert (await stored(db, second.complaint_id)).duplicate_of == first.complaint_id
