@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from connectors.base import IntakeResult
+from errors import StoreError
 from forwarder.fingerprints import FingerprintIndex, NewFingerprint
 from forwarder.outbox import Outbox, now_us
 from forwarder.replies import ReplyQueue
@@ -85,24 +86,34 @@ class GatewayIntake:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
         fingerprint: Fingerprint | None = None
+        keys: list[int] = []
         if self._near is not None and complaint.thread_of is None:
-            fingerprint = await self._fingerprint(complaint)
-            complaint = await self._label(complaint, fingerprint, self._near)
+            try:
+                fingerprint = await self._fingerprint(complaint)
+                keys = index_hashes(fingerprint)
+                complaint = await self._label(complaint, fingerprint, keys, self._near)
+            except StoreError:
+                raise  # the outbox shares the store: let the channel retry
+            except Exception as exc:  # noqa: BLE001 - a labelling fault never costs a complaint
+                log.warning("intake %s near-duplicate check failed for %s (%s); forwarded "
+                            "unlabelled", raw.channel, cid, type(exc).__name__)
+                fingerprint = None
         added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
                                        raw.reply_hints, sender_key(raw),
                                        repeat_window_s=self._repeat_window_s)
-        if fingerprint is not None and self._near is not None \
-                and added.complaint_id == complaint.id:
+        own = added.complaint_id == complaint.id  # not a repeat of an earlier complaint
+        if fingerprint is not None and self._near is not None and own:
             await self._near.index.record(NewFingerprint(
                 complaint.id, complaint.cluster_id or complaint.id,
                 int(complaint.received_at.timestamp() * 1_000_000), region_of(complaint),
-                complaint.agency, fingerprint, index_hashes(fingerprint)))
+                complaint.agency, fingerprint, keys))
         outcome = "duplicate" if added.duplicate else "accepted"
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
         # Ids and codes only: never the citizen's words or contact details.
         log.info("intake %s %s complaint=%s code=%s cluster=%s", raw.channel, outcome,
-                 added.complaint_id, added.tracking_code, complaint.cluster_id or "-")
+                 added.complaint_id, added.tracking_code,
+                 (complaint.cluster_id if own else None) or "-")
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
 
     async def _fingerprint(self, complaint: Complaint) -> Fingerprint:
@@ -111,11 +122,10 @@ class GatewayIntake:
         return await asyncio.to_thread(fingerprint_of, complaint, self._router)
 
     @staticmethod
-    async def _label(complaint: Complaint, fingerprint: Fingerprint,
+    async def _label(complaint: Complaint, fingerprint: Fingerprint, keys: list[int],
                      near: NearDuplicates) -> Complaint:
         """``duplicate_of``/``cluster_id`` from the stored complaints of the window."""
-        candidates = await near.index.candidates(index_hashes(fingerprint),
-                                                 now_us() - int(near.window_s * 1_000_000))
+        candidates = await near.index.candidates(keys, now_us() - int(near.window_s * 1_000_000))
         verdict = decide(fingerprint, candidates, region=region_of(complaint),
                          agency=complaint.agency, own_id=complaint.id)
         return apply(complaint, verdict)

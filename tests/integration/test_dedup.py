@@ -160,3 +160,17 @@ async def test_long_letters_are_fingerprinted_off_the_event_loop(tmp_path: Path)
         second = await intake.submit(message("api", "a1", letter.replace("Kami", "Kita"),
                                              "app-7"))
         assert (await stored(db, second.complaint_id)).duplicate_of == first.complaint_id
+
+
+async def test_a_labelling_fault_never_costs_a_complaint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    async with gateway(f"sqlite:///{tmp_path}/lapor.db", tmp_path) as (intake, db):
+        first = await intake.submit(message("webform", "w1", LAMP_WEB, "web-1"))
+        monkeypatch.setattr("gateway.intake.decide", broken)
+        second = await intake.submit(message("sms", "s1", LAMP_SMS, "+6281234500001"))
+        assert not second.duplicate and second.complaint_id != first.complaint_id
+        assert (await stored(db, second.complaint_id)).duplicate_of is None
+    assert "near-duplicate check failed" in caplog.text and "RuntimeError" in caplog.text
