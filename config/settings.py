@@ -110,6 +110,20 @@ class StoreSettings(Section):
         return url
 
 
+class DedupSettings(Section):
+    """``[dedup]``: near-duplicate detection across channels and reporters."""
+
+    enabled: bool = Field(
+        True, description="Label near duplicates (duplicate_of, cluster_id); they are always "
+        "forwarded, never dropped.")
+    window_days: float = Field(
+        30.0, gt=0, description="Only complaints received within this many days are compared.")
+    candidates_per_key: int = Field(
+        10, ge=1, description="Newest index rows read for each LSH/block key of a lookup.")
+    max_candidates: int = Field(
+        100, ge=1, description="Most stored complaints compared with one new complaint.")
+
+
 class WebformSettings(ConnectorSettings):
     """``[connectors.webform]``: the citizen complaint form at ``/``."""
 
@@ -175,6 +189,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
+    dedup: DedupSettings = DedupSettings()
     connectors: ConnectorsSettings = ConnectorsSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
 

@@ -37,6 +37,7 @@ from connectors.x import XConnector
 from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
+from forwarder.fingerprints import FingerprintIndex
 from forwarder.kafka import Producer, Topics, ensure_topics
 from forwarder.outbox import Outbox
 from forwarder.publisher import Publisher
@@ -48,7 +49,7 @@ from forwarder.status_events import StatusSink
 from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.attachments import AttachmentStore
-from gateway.intake import GatewayIntake
+from gateway.intake import GatewayIntake, NearDuplicates
 from gateway.lifecycle import AgencyKeys, Lifecycle, SlaAlerts, agency_status_route
 from gateway.metrics import (
     BROKER_RESTARTS,
@@ -313,6 +314,10 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ROUTER],
         repeat_window_s=settings.gateway.repeat_window_s,
         lifecycle=app[LIFECYCLE],
+        near_duplicates=NearDuplicates(
+            FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
+                             limit=settings.dedup.max_candidates),
+            settings.dedup.window_days * 86400) if settings.dedup.enabled else None,
     )
     connectors = app[CONNECTORS]
     for connector in connectors:

@@ -44,7 +44,7 @@ CSV_COLUMNS = (
     "id", "tracking_code", "status", "channel", "received_at", "classification", "category",
     "agency", "title", "body", "incident_date", "location", "region_code", "confidential",
     "anonymous", "reporter_name", "reporter_email", "reporter_phone", "attachments",
-    "thread_of", "duplicate_of",
+    "thread_of", "duplicate_of", "cluster_id",
 )
 
 
@@ -118,6 +118,8 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel("WARNING")
     # httpx (python-telegram-bot's transport) logs every request URL, which holds the bot token.
     logging.getLogger("httpx").setLevel("WARNING")
+    # aiosqlite logs every statement with its parameters at DEBUG: complaints and contacts.
+    logging.getLogger("aiosqlite").setLevel("INFO")
 
 
 async def serve(settings: Settings, roles: frozenset[Role]) -> int:

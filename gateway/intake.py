@@ -1,35 +1,60 @@
 """`GatewayIntake`: the :class:`connectors.base.Intake` the connectors call.
 
-normalise → exact dedup and durable write (the outbox, one unique key) → wake the publisher.
-``submit`` returns only once the complaint is committed.
+normalise → near-duplicate label (fingerprint, durable index, :func:`normalizer.dedup.decide`)
+→ exact dedup and durable write (the outbox, one unique key) → index the fingerprint → wake the
+publisher. ``submit`` returns only once the complaint is committed.
+
+The fingerprint is indexed after the outbox commit, by an idempotent write: when it fails,
+``submit`` raises, the channel redelivers, the redelivery is an exact duplicate of the stored
+complaint, and its fingerprint is indexed then. A follow-up (``thread_of``) is neither labelled
+nor indexed: it belongs to its thread, not to a cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from connectors.base import IntakeResult
-from forwarder.outbox import Outbox
+from errors import StoreError
+from forwarder.fingerprints import FingerprintIndex, NewFingerprint
+from forwarder.outbox import Outbox, now_us
 from forwarder.replies import ReplyQueue
 from gateway import __version__
 from gateway.attachments import AttachmentStore
 from gateway.lifecycle import Lifecycle, Withdrawal, WithdrawResult, withdraw_text
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from gateway.status import StatusService
+from normalizer.dedup import apply, decide, fingerprint_of, region_of
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, sender_key
 from normalizer.routing import Router
-from normalizer.schema import Attachment
+from normalizer.schema import Attachment, Complaint
+from normalizer.similarity import Fingerprint, index_hashes
 
 log = logging.getLogger(__name__)
 
 #: A tracking code as citizens quote it (hyphenated, any case): the hyphen keeps ordinary
 #: ten-letter words and numbers from being read as codes.
 QUOTED_CODE = re.compile(r"(?<![0-9A-Za-z])[0-9A-Za-z]{5}-[0-9A-Za-z]{5}(?![0-9A-Za-z])")
+#: Texts longer than this are fingerprinted in a worker thread: a fingerprint costs about
+#: 0.4 ms for a 70-character SMS, 1 ms near 400 characters and 70 ms for a 25,000-character
+#: letter (measured on an idle project machine; about 2.7 µs a character), and must not stall
+#: the event loop. Shorter ones cost less than the hop to a thread.
+FINGERPRINT_INLINE_CHARS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class NearDuplicates:
+    """Where near-duplicate candidates come from and how far back to look."""
+
+    index: FingerprintIndex
+    window_s: float
 
 
 class GatewayIntake:
@@ -38,9 +63,11 @@ class GatewayIntake:
     def __init__(self, outbox: Outbox, attachments: AttachmentStore,
                  status: StatusService, replies: ReplyQueue,
                  router: Router | None = None, repeat_window_s: float = 0.0,
-                 lifecycle: Lifecycle | None = None) -> None:
+                 lifecycle: Lifecycle | None = None,
+                 near_duplicates: NearDuplicates | None = None) -> None:
         self._lifecycle = lifecycle
         self._router = router
+        self._near = near_duplicates
         self._repeat_window_s = repeat_window_s
         self._outbox = outbox
         self._attachments = attachments
@@ -67,15 +94,35 @@ class GatewayIntake:
         except Exception:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
+        fingerprint: Fingerprint | None = None
+        keys: list[int] = []
+        if self._near is not None and complaint.thread_of is None:
+            try:
+                fingerprint = await self._fingerprint(complaint)
+                keys = index_hashes(fingerprint)
+                complaint = await self._label(complaint, fingerprint, keys, self._near)
+            except StoreError:
+                raise  # the outbox shares the store: let the channel retry
+            except Exception as exc:  # noqa: BLE001 - a labelling fault never costs a complaint
+                log.warning("intake %s near-duplicate check failed for %s (%s); forwarded "
+                            "unlabelled", raw.channel, cid, type(exc).__name__)
+                fingerprint = None
         added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
                                        raw.reply_hints, sender_key(raw),
                                        repeat_window_s=self._repeat_window_s)
+        own = added.complaint_id == complaint.id  # not a repeat of an earlier complaint
+        if fingerprint is not None and self._near is not None and own:
+            await self._near.index.record(NewFingerprint(
+                complaint.id, complaint.cluster_id or complaint.id,
+                int(complaint.received_at.timestamp() * 1_000_000), region_of(complaint),
+                complaint.agency, fingerprint, keys))
         outcome = "duplicate" if added.duplicate else "accepted"
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
         # Ids and codes only: never the citizen's words or contact details.
-        log.info("intake %s %s complaint=%s code=%s", raw.channel, outcome, added.complaint_id,
-                 added.tracking_code)
+        log.info("intake %s %s complaint=%s code=%s cluster=%s", raw.channel, outcome,
+                 added.complaint_id, added.tracking_code,
+                 (complaint.cluster_id if own else None) or "-")
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
 
     async def _revise(self, raw: RawMessage) -> IntakeResult | None:
@@ -97,6 +144,20 @@ class GatewayIntake:
         log.info("intake %s %s complaint=%s code=%s", raw.channel, outcome, added.complaint_id,
                  added.tracking_code)
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
+
+    async def _fingerprint(self, complaint: Complaint) -> Fingerprint:
+        if len(complaint.title) + len(complaint.body) <= FINGERPRINT_INLINE_CHARS:
+            return fingerprint_of(complaint, self._router)
+        return await asyncio.to_thread(fingerprint_of, complaint, self._router)
+
+    @staticmethod
+    async def _label(complaint: Complaint, fingerprint: Fingerprint, keys: list[int],
+                     near: NearDuplicates) -> Complaint:
+        """``duplicate_of``/``cluster_id`` from the stored complaints of the window."""
+        candidates = await near.index.candidates(keys, now_us() - int(near.window_s * 1_000_000))
+        verdict = decide(fingerprint, candidates, region=region_of(complaint),
+                         agency=complaint.agency, own_id=complaint.id)
+        return apply(complaint, verdict)
 
     async def _quoted_complaint(self, raw: RawMessage, own_id: str) -> str | None:
         """The complaint whose tracking code the message quotes (title or text), if any."""

@@ -27,10 +27,11 @@ share a band key when a block of ``ROWS_PER_BAND`` hash values is equal).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +109,7 @@ class Signature:
         body = data[14:]
         if len(body) != 4 * num_perm:
             raise ValueError("truncated MinHash signature")
-        values = np.frombuffer(body, dtype="<u4").astype(np.uint32)
+        values = np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False)
         return cls(values, size, seed)
 
 
@@ -403,8 +404,9 @@ class Fingerprint:
         return _MAGIC + struct.pack("<I", len(meta)) + meta + self.signature.to_bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Fingerprint:
-        """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
+    def from_bytes(cls, data: bytes, signature: Signature | None = None) -> Fingerprint:
+        """Inverse of :meth:`to_bytes`; raises ValueError on anything else. ``signature``:
+        the one :meth:`signature_from_bytes` read from ``data`` already."""
         if len(data) < 8 or data[:4] != _MAGIC:
             raise ValueError("not a lapor-gateway fingerprint")
         (length,) = struct.unpack("<I", data[4:8])
@@ -415,7 +417,17 @@ class Fingerprint:
             classification = meta.get("classification")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError("corrupt fingerprint metadata") from exc
-        return cls(Signature.from_bytes(data[8 + length:]), places, categories, classification)
+        return cls(signature or Signature.from_bytes(data[8 + length:]), places, categories,
+                   classification)
+
+    @staticmethod
+    def signature_from_bytes(data: bytes) -> Signature:
+        """Only the signature of :meth:`to_bytes` output (cheaper than :meth:`from_bytes`:
+        a store's candidates are screened on it before their places are read)."""
+        if len(data) < 8 or data[:4] != _MAGIC:
+            raise ValueError("not a lapor-gateway fingerprint")
+        (length,) = struct.unpack("<I", data[4:8])
+        return Signature.from_bytes(data[8 + length:])
 
     def index_keys(self) -> list[str]:
         """Keys under which a store indexes this fingerprint: the LSH band keys of the
@@ -465,14 +477,32 @@ def similar(a: Fingerprint | str, b: Fingerprint | str) -> float:
     the longer one: a short SMS restating a long web form scores high without two unrelated
     texts that share a few common words doing so.
     """
-    fa, fb = _as_fingerprint(a), _as_fingerprint(b)
-    sa, sb = fa.signature, fb.signature
-    jaccard = sa.jaccard(sb)
-    if jaccard == 0.0:
-        return 0.0
-    shared = jaccard * (sa.size + sb.size) / (1.0 + jaccard)
-    containment = min(1.0, shared / min(sa.size, sb.size))
-    return (jaccard + containment) / 2.0
+    return signature_similarity(_as_fingerprint(a).signature, _as_fingerprint(b).signature)
+
+
+def signature_similarity(sa: Signature, sb: Signature) -> float:
+    """:func:`similar` of two signatures."""
+    return float(similarities(sa, [sb])[0])
+
+
+def similarities(sig: Signature, others: Sequence[Signature]
+                 ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """:func:`similar` of ``sig`` and each of ``others``, computed at once (a store's
+    candidates are screened with it)."""
+    if any(o.seed != sig.seed or o.num_perm != sig.num_perm for o in others):
+        raise ValueError("signatures made with different permutations cannot be compared")
+    if not others:
+        return np.zeros(0)
+    matrix = np.stack([o.hashvalues for o in others])
+    sizes = np.array([o.size for o in others], dtype=np.float64)
+    jaccard = np.count_nonzero(matrix == sig.hashvalues, axis=1) / sig.num_perm
+    jaccard[(sizes == 0) | (sig.size == 0)] = 0.0
+    shared = jaccard * (sig.size + sizes) / (1.0 + jaccard)
+    smaller = np.maximum(np.minimum(sizes, sig.size), 1.0)
+    containment = np.minimum(1.0, shared / smaller)
+    out: np.ndarray[Any, np.dtype[np.float64]] = np.where(jaccard > 0,
+                                                          (jaccard + containment) / 2.0, 0.0)
+    return out
 
 
 def same_matter_reason(a: Fingerprint | str, b: Fingerprint | str) -> tuple[bool, str]:
@@ -506,6 +536,46 @@ def band_keys(sig: Signature, rows: int = ROWS_PER_BAND) -> list[str]:
     bands = len(values) // rows
     return [f"{b}:{values[b * rows:(b + 1) * rows].astype('<u4').tobytes().hex()}"
             for b in range(bands)]
+
+
+# Index keys as 64-bit integers, for a durable store: a B-tree of (key, time, complaint) rows
+# stays small and a lookup is one index probe a key.
+
+_MIX_START = np.uint64(0x9E3779B97F4A7C15)  # splitmix64 constants
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def band_hashes(hashvalues: np.ndarray[Any, np.dtype[Any]],
+                rows: int = ROWS_PER_BAND) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The LSH band keys of one signature (``(num_perm,)``) or many (``(n, num_perm)``) as
+    signed 64-bit integers, one per band: equal bands give equal keys, and the band number
+    is mixed in, so band 3 of one signature never meets band 5 of another. Vectorised, so a
+    benchmark can fill a store with a million complaints through this same function."""
+    values = np.atleast_2d(np.asarray(hashvalues, dtype=np.uint64))
+    bands = values.shape[1] // rows
+    blocks = values[:, :bands * rows].reshape(values.shape[0], bands, rows)
+    h = (np.arange(1, bands + 1, dtype=np.uint64) * _MIX_START)[np.newaxis, :].repeat(
+        values.shape[0], axis=0)
+    for r in range(rows):
+        h = (h ^ blocks[:, :, r]) * _MIX_1
+        h ^= h >> np.uint64(31)
+        h *= _MIX_2
+        h ^= h >> np.uint64(29)
+    out: np.ndarray[Any, np.dtype[np.int64]] = h.view(np.int64)
+    return out[0] if np.ndim(hashvalues) == 1 else out
+
+
+def key_hash(key: str) -> int:
+    """A block key (see :meth:`Fingerprint.block_keys`) as a signed 64-bit integer."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+def index_hashes(fp: Fingerprint) -> list[int]:
+    """:meth:`Fingerprint.index_keys` as integers: the band keys, then the block keys."""
+    return [int(h) for h in band_hashes(fp.signature.hashvalues)] + \
+        [key_hash(k) for k in fp.block_keys()]
 
 
 @dataclass(frozen=True)
@@ -629,6 +699,8 @@ class DuplicateFinder:
 
 __all__ = [
     "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
-    "Signature", "band_keys", "extract_places", "fingerprint", "is_same_matter",
-    "places_conflict", "same_matter_reason", "signature", "similar",
+    "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
+    "is_same_matter", "key_hash",
+    "places_conflict", "same_matter_reason", "signature", "signature_similarity", "similar",
+    "similarities",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from errors import ValidationFailed
 from normalizer.ids import complaint_id, tracking_code
@@ -349,3 +352,43 @@ def test_control_characters_never_reach_the_complaint() -> None:
     assert complaint.category == "jalan" and complaint.native_id == "nulid"
     assert complaint.reporter.email is None  # not an address once the NUL is seen
     assert sender_key(raw) == "7"
+
+
+# --- properties of normalize_phone ------------------------------------------------------------
+
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_OPERATORS = ["811", "812", "813", "821", "822", "823", "852", "853", "857", "858", "877",
+              "878", "881", "895", "896", "897"]
+
+
+@st.composite
+def _mobile_writings(draw: st.DrawFn) -> tuple[str, str]:
+    """An Indonesian mobile number's national digits and one way a citizen writes it."""
+    digits = draw(st.sampled_from(_OPERATORS)) + draw(st.text("0123456789", min_size=7,
+                                                             max_size=9))
+    prefix = draw(st.sampled_from(["0", "62", "+62", "+62 ", "(+62) ", "+62-", "(0"]))
+    sep = draw(st.sampled_from(["", " ", "-", "."]))
+    body = sep.join(g for g in (digits[:3], digits[3:7], digits[7:]) if g)
+    if prefix == "(0":
+        body = body.replace(sep, ") ", 1) if sep else f"{digits[:3]}) {digits[3:]}"
+    padding = draw(st.sampled_from(["", " ", "  "]))
+    return digits, f"{padding}{prefix}{body}{padding}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(_mobile_writings())
+def test_every_writing_of_a_mobile_number_is_one_e164(case: tuple[str, str]) -> None:
+    digits, written = case
+    canonical = normalize_phone("0" + digits)
+    assume(canonical is not None)  # a number the numbering plan does not allot is refused
+    assert canonical == "+62" + digits
+    assert normalize_phone(written) == canonical
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.text("0123456789 +-().", max_size=20),
+                 _mobile_writings().map(lambda c: c[1])))
+def test_phone_normalisation_never_raises_and_is_idempotent(raw: str) -> None:
+    phone = normalize_phone(raw)
+    assert phone is None or _E164.match(phone)
+    assert normalize_phone(phone) == phone

@@ -184,3 +184,27 @@ def test_no_full_email_survives(before: str, email: str, after: str) -> None:
     masked = mask_pii(f"{before} {email} {after}").text
     assert email not in masked
     assert f"{email[0]}***@{email.split('@')[1]}" in masked
+
+
+@st.composite
+def _bank_accounts(draw: st.DrawFn) -> tuple[str, str]:
+    """A bank word and an account number of 10-16 digits as written (grouped or not)."""
+    digits = draw(st.text("0123456789", min_size=10, max_size=16))
+    assume(len(set(digits)) > 1)
+    cuts = sorted(draw(st.sets(st.integers(1, len(digits) - 1), max_size=3)))
+    sep = draw(st.sampled_from(["", " ", "-", "."]))
+    parts = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
+    word = draw(st.sampled_from(["rek", "no rek", "rekening", "norek BCA", "BRI", "Mandiri",
+                                 "transfer ke", "Bank Kaltimtara", "VA"]))
+    return word, (sep.join(parts) if sep else digits)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_SAFE_TEXT, _bank_accounts(), _SAFE_TEXT)
+def test_no_full_bank_account_survives(before: str, account: tuple[str, str],
+                                       after: str) -> None:
+    word, number = account
+    masked = mask_pii(f"{before} {word} {number} {after}").text
+    digits = "".join(c for c in number if c.isdigit())
+    assert digits not in "".join(c for c in masked if c.isdigit() or c == "*")
+    assert mask_pii(masked).text == masked  # idempotent

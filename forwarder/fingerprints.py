@@ -1,0 +1,104 @@
+"""The durable near-duplicate index: fingerprints and their LSH/block keys (migration 0008).
+
+The decision is :mod:`normalizer.dedup`'s; this module only stores and finds. Because the index
+lives in the database, a restarted gateway and every gateway instance sharing a PostgreSQL
+store see the same complaints. A lookup (:meth:`FingerprintIndex.candidates`) is one statement:
+for each key an index range scan over ``(band_key, received_us)``, newest first, bounded by the
+time window and ``per_key`` rows, then at most ``limit`` fingerprints. So a hot key (a common
+category in a big city) costs the same as a rare one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from forwarder.db import Database, Row
+from normalizer.dedup import StoredFingerprint
+from normalizer.similarity import Fingerprint
+
+#: Parsed candidates kept in memory (about 3 KiB each with their parsed places).
+CACHE_SIZE = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewFingerprint:
+    """What :meth:`FingerprintIndex.record` keeps for one complaint."""
+
+    complaint_id: str
+    cluster_id: str
+    received_us: int
+    region: str | None
+    agency: str | None
+    fingerprint: Fingerprint
+    keys: Sequence[int]
+
+
+class FingerprintIndex:
+    """The ``fingerprints`` and ``lsh_bands`` tables."""
+
+    def __init__(self, db: Database, *, per_key: int = 10, limit: int = 100,
+                 cache_size: int = CACHE_SIZE) -> None:
+        if per_key < 1 or limit < 1:
+            raise ValueError("per_key and limit must be at least 1")
+        self._db = db
+        self._per_key = per_key
+        self._limit = limit
+        self._cache_size = cache_size
+        #: Stored fingerprints never change, so the ones read recently (the newest rows of
+        #: busy keys, read by lookup after lookup) keep what was parsed from them.
+        self._cache: OrderedDict[str, StoredFingerprint] = OrderedDict()
+
+    async def candidates(self, keys: Sequence[int], since_us: int) -> list[StoredFingerprint]:
+        """Stored complaints received at or after ``since_us`` sharing a key, newest first
+        (their fingerprints are read lazily, see :class:`StoredFingerprint`)."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return []
+        scans = " UNION ".join(
+            f"SELECT seq FROM (SELECT seq FROM lsh_bands WHERE band_key = ${i + 4}"
+            f" AND received_us >= $1 ORDER BY received_us DESC LIMIT $2) AS k{i}"
+            for i in range(len(unique)))
+        rows = await self._db.fetch(
+            "SELECT complaint_id, cluster_id, fingerprint, region, agency, received_us"
+            f" FROM fingerprints WHERE seq IN ({scans}) ORDER BY received_us DESC LIMIT $3",
+            since_us, self._per_key, self._limit, *unique)
+        return [self._cached(row) for row in rows]
+
+    def _cached(self, row: Row) -> StoredFingerprint:
+        entry = self._cache.get(row[0])
+        if entry is not None:
+            self._cache.move_to_end(row[0])
+            return entry
+        entry = StoredFingerprint(row[0], row[1], bytes(row[2]), row[3], row[4], int(row[5]))
+        self._cache[row[0]] = entry
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return entry
+
+    async def record(self, entry: NewFingerprint) -> bool:
+        """Index a complaint (idempotent: a complaint already indexed is left as it is).
+        Returns True when it was new."""
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "INSERT INTO fingerprints (complaint_id, cluster_id, received_us, region,"
+                " agency, fingerprint) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT DO NOTHING RETURNING seq",
+                entry.complaint_id, entry.cluster_id, entry.received_us, entry.region,
+                entry.agency, entry.fingerprint.to_bytes())
+            if row is None:
+                return False
+            keys = list(dict.fromkeys(entry.keys))
+            if keys:
+                values = ", ".join(f"(${i + 3}, $1, $2)" for i in range(len(keys)))
+                await tx.execute(
+                    f"INSERT INTO lsh_bands (band_key, received_us, seq) VALUES {values}"
+                    " ON CONFLICT DO NOTHING",
+                    entry.received_us, int(row[0]), *keys)
+        return True
+
+    async def count(self) -> int:
+        """How many complaints are indexed."""
+        row = await self._db.fetchrow("SELECT COUNT(*) FROM fingerprints")
+        return int(row[0]) if row else 0

@@ -1,0 +1,169 @@
+"""The near-duplicate decision: is a new complaint the same matter as one already stored?
+
+Pure, no I/O. The intake computes the complaint's :class:`~normalizer.similarity.Fingerprint`
+(:func:`fingerprint_of`), asks the durable index for the stored complaints sharing one of its
+:func:`~normalizer.similarity.index_hashes` (LSH band keys and place/category block keys) within
+the time window, and hands them to :func:`decide`. The verdict names the cluster's first
+complaint (``duplicate_of``) and the cluster (``cluster_id``, the id of that first complaint),
+with the rule that made it; :func:`apply` writes both and the rule (``audit.decisions``) into
+the complaint. A near duplicate is always forwarded: this module only labels.
+
+The rule: a candidate is the same matter when :func:`~normalizer.similarity.same_matter_reason`
+says so (places that do not contradict, overlapping categories, the same classification, text
+similar enough for how close the places are) *and* the stored complaint's region and agency
+agree with the new one's (a region within the other's counts as agreeing; an unknown one never
+contradicts). Among several matches the most similar wins (ties: the oldest cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+from normalizer.routing import Router
+from normalizer.schema import Complaint
+from normalizer.similarity import (
+    THRESHOLDS,
+    Fingerprint,
+    Signature,
+    fingerprint,
+    same_matter_reason,
+    similarities,
+)
+
+#: The audit key under which the rule is recorded.
+DECISION_KEY = "duplicate_of"
+
+
+#: No threshold of :data:`~normalizer.similarity.THRESHOLDS` is lower: a candidate whose
+#: signature scores less is screened out before its places are read.
+MIN_SIMILARITY = min(THRESHOLDS.values())
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """A complaint the index returned as a candidate, its fingerprint as stored
+    (:meth:`Fingerprint.to_bytes`), read only as far as needed."""
+
+    complaint_id: str
+    cluster_id: str
+    data: bytes
+    region: str | None = None
+    agency: str | None = None
+    received_us: int = 0
+
+    @classmethod
+    def of(cls, complaint_id: str, cluster_id: str, fp: Fingerprint, region: str | None = None,
+           agency: str | None = None, received_us: int = 0) -> StoredFingerprint:
+        """A candidate from a fingerprint in memory."""
+        return cls(complaint_id, cluster_id, fp.to_bytes(), region, agency, received_us)
+
+    @cached_property
+    def signature(self) -> Signature:
+        """The stored signature; raises ValueError when the bytes are corrupt."""
+        return Fingerprint.signature_from_bytes(self.data)
+
+    @cached_property
+    def fingerprint(self) -> Fingerprint:
+        """The whole stored fingerprint; raises ValueError when the bytes are corrupt."""
+        return Fingerprint.from_bytes(self.data, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What :func:`decide` found: the cluster this complaint joins (None: a new matter)."""
+
+    duplicate_of: str | None
+    cluster_id: str | None
+    rule: str
+    candidates: int
+    similarity: float = 0.0
+
+    @property
+    def is_duplicate(self) -> bool:
+        """True when the complaint joins an existing cluster."""
+        return self.duplicate_of is not None
+
+
+def fingerprint_of(complaint: Complaint, router: Router | None = None) -> Fingerprint:
+    """The fingerprint of a complaint's words (title and body as the citizen wrote them)."""
+    return fingerprint(f"{complaint.title}\n{complaint.body}", router)
+
+
+def region_of(complaint: Complaint) -> str | None:
+    """The complaint's region code, if any."""
+    return complaint.location.region_code if complaint.location else None
+
+
+def _regions_agree(a: str | None, b: str | None) -> bool:
+    return a is None or b is None or a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _agencies_agree(a: str | None, b: str | None) -> bool:
+    return a is None or b is None or a.casefold() == b.casefold()
+
+
+def match_reason(fp: Fingerprint, region: str | None, agency: str | None,
+                 other: StoredFingerprint) -> tuple[bool, str]:
+    """Whether ``other`` is the same matter, and why (or why not)."""
+    if not _regions_agree(region, other.region):
+        return False, "different region"
+    if not _agencies_agree(agency, other.agency):
+        return False, "different agency"
+    return same_matter_reason(fp, other.fingerprint)
+
+
+def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
+           region: str | None = None, agency: str | None = None,
+           own_id: str | None = None) -> Verdict:
+    """The cluster, if any, that a complaint with fingerprint ``fp`` joins (see the module
+    docstring). ``own_id`` is skipped (a redelivery finds itself in the index); a candidate
+    whose stored bytes are corrupt is skipped (it can be missed, never mis-matched)."""
+    readable: list[StoredFingerprint] = []
+    seen = 0
+    for other in candidates:
+        if other.complaint_id == own_id:
+            continue
+        seen += 1
+        try:
+            other.signature  # noqa: B018 - parse (and cache) it; skip what is corrupt
+        except ValueError:
+            continue
+        if other.signature.seed == fp.signature.seed \
+                and other.signature.num_perm == fp.signature.num_perm:
+            readable.append(other)
+    scores = similarities(fp.signature, [o.signature for o in readable])
+    best: tuple[float, int, StoredFingerprint, str] | None = None
+    for other, score in zip(readable, scores.tolist(), strict=True):
+        if score < MIN_SIMILARITY:
+            continue
+        try:
+            same, reason = match_reason(fp, region, agency, other)
+        except ValueError:
+            continue
+        if not same:
+            continue
+        key = (score, -other.received_us)
+        if best is None or key > (best[0], best[1]):
+            best = (score, -other.received_us, other, reason)
+    if best is None:
+        return Verdict(None, None, f"no near duplicate among {seen} candidates", seen)
+    score, _, other, reason = best
+    rule = f"near-duplicate of {other.complaint_id}: {reason}"
+    return Verdict(other.cluster_id, other.cluster_id, rule, seen, score)
+
+
+def apply(complaint: Complaint, verdict: Verdict) -> Complaint:
+    """The complaint with ``duplicate_of``/``cluster_id`` and the rule set (unchanged when the
+    verdict found no duplicate)."""
+    if not verdict.is_duplicate:
+        return complaint
+    decisions = {**complaint.audit.decisions, DECISION_KEY: verdict.rule}
+    audit = complaint.audit.model_copy(update={"decisions": decisions})
+    return complaint.model_copy(update={"duplicate_of": verdict.duplicate_of,
+                                        "cluster_id": verdict.cluster_id, "audit": audit})
+
+
+__all__ = ["DECISION_KEY", "MIN_SIMILARITY", "StoredFingerprint", "Verdict", "apply", "decide",
+           "fingerprint_of", "match_reason", "region_of"]
