@@ -13,6 +13,8 @@ Lifecycle, all called from the gateway's event loop:
   messages not yet submitted stay un-acknowledged upstream and are redelivered later.
 * ``health()``: any time; cheap, never raises.
 * ``routes()``: once, before ``start``; the aiohttp routes of a push connector.
+* ``replay(payload, content_type)``: on an operator's request; a dead letter this connector
+  kept goes through the connector's parsing again (after a fix).
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ class BaseConnector(ABC):
     def __init__(self) -> None:
         self._intake: Intake | None = None
         self._health = Health()
+        #: The result of the newest successful :meth:`submit` (what a replay reports).
+        self.last_result: IntakeResult | None = None
 
     def routes(self) -> list[web.AbstractRouteDef]:
         """The aiohttp routes this connector serves (none for a pull connector)."""
@@ -218,6 +222,17 @@ class BaseConnector(ABC):
         """
         raise NotImplementedError(f"connector {self.name} does not send replies")
 
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """Send the raw payload of a dead letter this connector kept through it again.
+
+        Called from an ops request after an operator fixed what made it fail. Returns the
+        complaint it became, or None when the payload was deliberately ignored (not a
+        complaint). Raises ``ValidationFailed`` when it still cannot become a complaint (the
+        dead letter stays); exact dedup makes a second replay of the same payload harmless.
+        The default: this connector cannot replay.
+        """
+        raise ValidationFailed(f"connector {self.name} cannot replay dead letters")
+
     @property
     def intake(self) -> Intake:
         if self._intake is None:
@@ -250,4 +265,5 @@ class BaseConnector(ABC):
             raise
         self.count("duplicates" if result.duplicate else "accepted")
         self._health.last_success = time.time()
+        self.last_result = result
         return result

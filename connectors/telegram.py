@@ -56,6 +56,7 @@ from connectors.base import (
     BaseConnector,
     ConnectorState,
     Intake,
+    IntakeResult,
     RawMessage,
     ReplyTarget,
     Sender,
@@ -302,6 +303,15 @@ class TelegramConnector(BaseConnector):
                         update.update_id, exc)
             return _unavailable("not stored; retry")
         return web.Response(status=200)
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept Update (webhook body or poison update) handled again."""
+        update, problem = _parse_update(payload, self._bot)
+        if update is None:
+            raise ValidationFailed(problem)
+        self.last_result = None
+        await self.handle_update(update, payload)
+        return self.last_result
 
     # ----------------------------------------------------------------- polling
 

@@ -1,0 +1,20 @@
+-- Operations: an operator's pause survives a restart; alerts raised and resolved once each;
+-- dead letters remember the outcome of their replay and where they came from.
+CREATE TABLE connector_control (
+    name        TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    updated_us  INTEGER NOT NULL
+);
+CREATE TABLE alerts (
+    id           TEXT PRIMARY KEY,             -- kind:subject while open; unique per raise
+    kind         TEXT NOT NULL,                -- connector_failed | connector_degraded | ...
+    subject      TEXT NOT NULL,                -- the connector, channel or queue concerned
+    severity     TEXT NOT NULL,                -- warning | critical
+    message      TEXT NOT NULL,
+    raised_us    INTEGER NOT NULL,
+    resolved_us  INTEGER
+);
+CREATE INDEX alerts_raised ON alerts (raised_us);
+ALTER TABLE dead_letters ADD COLUMN source TEXT NOT NULL DEFAULT 'connector';
+ALTER TABLE dead_letters ADD COLUMN replay_result TEXT;
+ALTER TABLE dead_letters ADD COLUMN replay_count INTEGER NOT NULL DEFAULT 0;
