@@ -10,10 +10,13 @@ database close.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -35,7 +38,7 @@ from connectors.x import XConnector
 from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
-from forwarder.kafka import Producer, Topics, ensure_topics
+from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, cloudevent_headers, ensure_topics
 from forwarder.outbox import Outbox
 from forwarder.publisher import Publisher
 from forwarder.receipts import ReceiptReader
@@ -43,18 +46,32 @@ from forwarder.replies import ReplyQueue
 from forwarder.sink import Sink
 from forwarder.store import CentralStore
 from gateway import __version__
+from gateway.alerts import ALERT_TOPIC, AlertEvaluator, AlertSink, Observation, WebhookSink
 from gateway.attachments import AttachmentStore
 from gateway.intake import GatewayIntake
 from gateway.metrics import (
+    ALERTS_OPEN,
     BROKER_RESTARTS,
+    CONNECTOR_BACKLOG,
+    DEAD_LETTERS,
+    OPS_COLLECTOR,
     OUTBOX_AGE,
     OUTBOX_DEPTH,
     PUBLISHED,
     SINK_DEAD_LETTERS,
     SINK_RECORDS,
+    SLA_OVERDUE,
+    STORE_WRITES,
 )
 from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
-from gateway.ops import ops_routes
+from gateway.metrics import (
+    REPLIES as REPLIES_BY_STATE,
+)
+from gateway.ops import OpsService, OverdueSource, no_overdue, ops_routes
+from gateway.ops_dashboard import dashboard_routes
+from gateway.ops_dlq import DeadLetterReader
+from gateway.ops_kafka import InstrumentedProducer, KafkaAlertSink
+from gateway.ops_store import OpsStore, Throughput
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
 from normalizer.routing import Router
@@ -84,7 +101,14 @@ REPLY_QUEUE = web.AppKey("reply_queue", ReplyQueue)
 ROUTER = web.AppKey("router", Router)
 CONNECTORS: web.AppKey[list[BaseConnector]] = web.AppKey("connectors")
 RENDER: web.AppKey[Render] = web.AppKey("render")
+OPS = web.AppKey("ops", OpsService)
+ALERTS = web.AppKey("alerts", AlertEvaluator)
+DLQ_READER = web.AppKey("dlq_reader", DeadLetterReader)
+#: The lifecycle's overdue complaints for the dashboard and ``lapor_sla_overdue`` (set it to
+#: ``CentralStore.overdue`` to wire it in; nothing is overdue until then).
+OVERDUE: web.AppKey[OverdueSource] = web.AppKey("overdue")
 
+SLA_OVERDUE_COUNTED = 100_000  # the overdue gauge counts up to this many
 SECRET_FILE = "secret_key"  # under data_dir: the CSRF key when gateway.secret_key is unset
 
 
@@ -121,11 +145,12 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
         app.router.add_get("/status/{code}", status_page)
         app.router.add_get("/status", status_form)
         app.router.add_get("/api/v1/complaints/{code}", status_api)
-        app.router.add_routes(ops_routes(settings.gateway, lambda a: a[CONNECTORS],
-                                         forwarder_state, _dead_letters))
+        app.router.add_routes(ops_routes(settings.gateway, lambda a: a[OPS]))
+        app.router.add_routes(dashboard_routes(settings.gateway, render, lambda a: a[OPS]))
         # Connectors start first and stop last; the reply loop needs them running.
         app.cleanup_ctx.append(_connectors_ctx)
         app.cleanup_ctx.append(_forwarding)
+        app.cleanup_ctx.append(_operations)
     return app
 
 
@@ -205,7 +230,7 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     bootstrap = app.get(BOOTSTRAP) or settings.kafka.bootstrap_servers
     app[BOOTSTRAP] = bootstrap
-    producer = Producer(settings.kafka, bootstrap)
+    producer = InstrumentedProducer(settings.kafka, bootstrap)
     try:
         if BROKER not in app:
             await ensure_topics(bootstrap, Topics.from_settings(settings.kafka).all(),
@@ -289,6 +314,76 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         await connector.stop()
 
 
+async def _operations(app: web.Application) -> AsyncIterator[None]:
+    """The ops service (persisted pauses applied), the dead-letter topic's reader, throughput
+    sampling and the alert evaluator."""
+    settings = app[SETTINGS]
+    topics = Topics.from_settings(settings.kafka)
+    producer = app[PRODUCER]
+    source = f"lapor-gateway/{instance_name(settings)}"
+
+    async def republish(key: bytes, value: bytes) -> None:
+        headers = cloudevent_headers(CE_TYPE_COMPLAINT, source, subject=key.decode())
+        [error] = await producer.send_many(topics.complaints, [(key, value, headers)])
+        if error is not None:
+            raise error
+
+    async def state() -> dict[str, Any]:
+        return await forwarder_state(app)
+
+    store = OpsStore(app[DATABASE])
+    connectors: list[BaseConnector] = app[CONNECTORS]
+    ops = OpsService(connectors=connectors, outbox=app[OUTBOX], store=store,
+                     throughput=Throughput(), forwarder_state=state, republish=republish,
+                     overdue=app.get(OVERDUE, no_overdue), worker=instance_name(settings))
+    app[OPS] = ops
+    OPS_COLLECTOR.connectors = lambda: list(connectors)
+    await ops.apply_persisted_pauses()
+    reader = DeadLetterReader(bootstrap=app[BOOTSTRAP], topic=topics.dlq,
+                              group=f"{settings.kafka.receipts_group}-dlq", outbox=app[OUTBOX])
+    app[DLQ_READER] = reader
+    if BROKER in app:
+        app[BROKER].on_restart.append(reader.request_restart)
+    alert_topic = settings.kafka.topic_prefix + ALERT_TOPIC
+    try:
+        await ensure_topics(app[BOOTSTRAP], [alert_topic], settings.kafka.partitions)
+    except LaporError as exc:
+        log.warning("could not check or create the alert topic (%s)", exc)
+    sinks: list[AlertSink] = [KafkaAlertSink(producer, alert_topic, source)]
+    if settings.ops.alert_webhook_url:
+        sinks.append(WebhookSink(settings.ops.alert_webhook_url))
+
+    async def observe() -> Observation:
+        depth, age = await app[OUTBOX].depth()
+        return Observation(
+            now=time.time(),
+            connectors={c.name: (c.health().state.value, c.health().last_error)
+                        for c in connectors},
+            arrivals=dict(await store.arrivals(settings.ops.silent_history)),
+            outbox_age_s=age if depth else 0.0,
+            dead_letters=await app[OUTBOX].dead_letter_count(),
+        )
+
+    evaluator = AlertEvaluator(settings.ops, observe, store, sinks, clock=time.time)
+    app[ALERTS] = evaluator
+    stopping = asyncio.Event()
+
+    async def sample() -> None:
+        while not stopping.is_set():
+            ops.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), settings.ops.sample_interval_s)
+
+    sampler = asyncio.create_task(sample(), name="ops-sampler")
+    await reader.start()
+    await evaluator.start()
+    yield
+    stopping.set()
+    await evaluator.stop()
+    await reader.stop()
+    await sampler
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -308,10 +403,6 @@ async def forwarder_state(app: web.Application) -> dict[str, Any]:
     if BROKER in app:
         state["embedded_broker"] = {"pid": app[BROKER].pid, "restarts": app[BROKER].restarts}
     return state
-
-
-async def _dead_letters(app: web.Application, limit: int) -> list[dict[str, Any]]:
-    return await app[OUTBOX].dead_letters(limit)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -338,8 +429,20 @@ async def metrics(request: web.Request) -> web.Response:
         OUTBOX_AGE.set(age)
         PUBLISHED.set(app[PUBLISHER].published)
         RECEIPTS_DELIVERED.set(app[RECEIPTS].delivered)
+    if OPS in app:
+        ops = app[OPS]
+        DEAD_LETTERS.set(await app[OUTBOX].dead_letter_count())
+        ALERTS_OPEN.set(len(await ops.store.open_alerts()))
+        SLA_OVERDUE.set(len(await ops.overdue_source(SLA_OVERDUE_COUNTED)))
+        for state, count in (await ops.store.replies_by_state()).items():
+            REPLIES_BY_STATE.labels(state).set(count)
+        backlog = await ops.store.backlog()
+        for connector in ops.connectors:
+            CONNECTOR_BACKLOG.labels(connector.name).set(
+                sum(backlog.get(ch, 0) for ch in connector.channels))
     if SINK in app:
         SINK_RECORDS.set(app[SINK].handled)
+        STORE_WRITES.set(app[SINK].handled - app[SINK].dead_lettered)
         SINK_DEAD_LETTERS.set(app[SINK].dead_lettered)
     if BROKER in app:
         BROKER_RESTARTS.set(app[BROKER].restarts)
