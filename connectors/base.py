@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC
+from contextvars import ContextVar
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +30,7 @@ from typing import ClassVar, Protocol
 from aiohttp import web
 
 from errors import ValidationFailed
+from normalizer.ids import complaint_id
 from normalizer.raw import RawMessage, Sender
 from normalizer.schema import Attachment
 
@@ -43,6 +45,11 @@ __all__ = [
     "ReplyTarget",
     "Sender",
 ]
+
+
+#: What every log line written while a message is handled carries (``connector``,
+#: ``complaint_id``): set by :meth:`BaseConnector.submit`, read by the CLI's JSON log format.
+LOG_CONTEXT: ContextVar[dict[str, str] | None] = ContextVar("lapor_log_context", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +262,8 @@ class BaseConnector(ABC):
     async def submit(self, raw: RawMessage) -> IntakeResult:
         """Submit through the intake, keeping the counters. Errors propagate unchanged."""
         self.count("received")
+        token = LOG_CONTEXT.set({"connector": self.name, "complaint_id": complaint_id(
+            raw.channel, raw.account, raw.native_id)})
         try:
             result = await self.intake.submit(raw)
         except ValidationFailed:
@@ -263,6 +272,8 @@ class BaseConnector(ABC):
         except Exception as exc:
             self.record_error(f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            LOG_CONTEXT.reset(token)
         self.count("duplicates" if result.duplicate else "accepted")
         self._health.last_success = time.time()
         self.last_result = result

@@ -1,12 +1,12 @@
--- Operations: an operator's pause survives a restart; alerts raised and resolved once each;
--- dead letters remember the outcome of their replay and where they came from.
+-- Operations: a pause by an operator survives a restart, alerts are raised and resolved once
+-- each, and dead letters remember the outcome of their replay and where they came from.
 CREATE TABLE connector_control (
     name        TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL DEFAULT 0,
     updated_us  BIGINT NOT NULL
 );
 CREATE TABLE alerts (
-    id           TEXT PRIMARY KEY,             -- kind:subject while open; unique per raise
+    id           TEXT PRIMARY KEY,             -- random, one per raise
     kind         TEXT NOT NULL,                -- connector_failed | connector_degraded | ...
     subject      TEXT NOT NULL,                -- the connector, channel or queue concerned
     severity     TEXT NOT NULL,                -- warning | critical
