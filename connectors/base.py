@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC
-from contextvars import ContextVar
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol

@@ -54,8 +54,9 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in list(root.handlers):  # a second call replaces the first one's handler
+        if isinstance(old.formatter, JsonFormatter):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     # aiokafka reports every failed reconnect at ERROR; our forwarder reports broker trouble.
