@@ -211,6 +211,7 @@ class TelegramConnector(BaseConnector):
             self._task = None
         with contextlib.suppress(TelegramError):
             await self._bot.shutdown()
+        self._me = None  # a restart (ops) initialises the bot again
         for name in URL_LOGGERS:
             logging.getLogger(name).removeFilter(self._redactor)
         await super().stop()
