@@ -105,7 +105,7 @@ class OpsService:
             "error_count": counters.get("errors", 0),
             "counters": counters,
             "throughput_per_min": round(self.throughput.rate_per_min(connector.name), 3),
-            "series": self.throughput.series(connector.name),
+            "series": self.throughput.series(connector.name, counters.get("received", 0)),
             "backlog": sum((backlog or {}).get(ch, 0) for ch in connector.channels),
         }
 

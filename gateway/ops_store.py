@@ -111,9 +111,12 @@ class Throughput:
         ring = self._rings.setdefault(name, deque(maxlen=self._kept))
         ring.append(Sample(time.time() if at is None else at, received))
 
-    def series(self, name: str) -> list[int]:
-        """Messages received in each sampling period, oldest first."""
+    def series(self, name: str, live: int | None = None) -> list[int]:
+        """Messages received in each sampling period, oldest first; with ``live`` (the
+        counter now) the period still running is the last value."""
         ring = list(self._rings.get(name, ()))
+        if live is not None and ring:
+            ring.append(Sample(time.time(), live))
         return [max(0, b.received - a.received) for a, b in zip(ring, ring[1:], strict=False)]
 
     def rate_per_min(self, name: str) -> float:
