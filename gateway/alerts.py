@@ -181,11 +181,10 @@ class AlertEvaluator:
         now = self._clock()
         for alert in raised:
             await self._store.raise_alert(alert, now)
-            log.warning("alert raised: %s", alert.message,
-                        extra={"alert": alert.key, "connector": alert.subject})
+            log.warning("alert raised: %s", alert.message, extra=_log_fields(alert))
         for alert in resolved:
             await self._store.resolve_alert(alert, now)
-            log.info("alert resolved: %s", alert.key, extra={"alert": alert.key})
+            log.info("alert resolved: %s", alert.key, extra=_log_fields(alert))
         for state, alerts in (("raised", raised), ("resolved", resolved)):
             for alert in alerts:
                 await self._deliver({**asdict(alert), "key": alert.key, "state": state,
@@ -217,6 +216,13 @@ class AlertEvaluator:
                 await asyncio.wait_for(self._stopping.wait(), self._settings.alert_interval_s)
             except TimeoutError:
                 pass
+
+
+def _log_fields(alert: Alert) -> dict[str, str]:
+    fields = {"alert": alert.key}
+    if alert.kind.startswith("connector_"):
+        fields["connector"] = alert.subject
+    return fields
 
 
 class WebhookSink:

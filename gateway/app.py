@@ -53,6 +53,7 @@ from gateway.metrics import (
     ALERTS_OPEN,
     BROKER_RESTARTS,
     CONNECTOR_BACKLOG,
+    CONSUMER_LAG,
     DEAD_LETTERS,
     OPS_COLLECTOR,
     OUTBOX_AGE,
@@ -70,7 +71,7 @@ from gateway.metrics import (
 from gateway.ops import OpsService, OverdueSource, no_overdue, ops_routes
 from gateway.ops_dashboard import dashboard_routes
 from gateway.ops_dlq import DeadLetterReader
-from gateway.ops_kafka import InstrumentedProducer, KafkaAlertSink
+from gateway.ops_kafka import InstrumentedProducer, KafkaAlertSink, LagProbe
 from gateway.ops_store import OpsStore, Throughput
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
@@ -368,9 +369,17 @@ async def _operations(app: web.Application) -> AsyncIterator[None]:
     app[ALERTS] = evaluator
     stopping = asyncio.Event()
 
+    probe = LagProbe(app[BOOTSTRAP], {settings.kafka.sink_group: topics.complaints,
+                                      settings.kafka.receipts_group: topics.receipts,
+                                      reader.group: topics.dlq})
+
     async def sample() -> None:
         while not stopping.is_set():
             ops.sample()
+            for group, lag in (await probe.refresh()).items():
+                CONSUMER_LAG.labels(group).set(lag)
+            if probe.last_error:
+                log.debug("consumer lag not measured: %s", probe.last_error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), settings.ops.sample_interval_s)
 
@@ -379,9 +388,11 @@ async def _operations(app: web.Application) -> AsyncIterator[None]:
     await evaluator.start()
     yield
     stopping.set()
+    sampler.cancel()  # a lag probe in flight is abandoned, not awaited
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
     await evaluator.stop()
     await reader.stop()
-    await sampler
 
 
 # --------------------------------------------------------------------------- handlers

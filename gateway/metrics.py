@@ -39,6 +39,9 @@ KAFKA_PRODUCE_ERRORS = Counter(
     "lapor_kafka_produce_errors_total", "Records Kafka did not acknowledge, by topic", ["topic"],
 )
 STORE_WRITES = Gauge("lapor_store_writes", "Complaint records the sink wrote since start")
+CONSUMER_LAG = Gauge(
+    "lapor_consumer_lag", "Records not yet consumed, by consumer group", ["group"],
+)
 REPLIES = Gauge("lapor_replies", "Replies owed to citizens, by state", ["state"])
 SLA_OVERDUE = Gauge("lapor_sla_overdue", "Complaints past their LAPOR! deadline")
 DEAD_LETTERS = Gauge("lapor_dead_letters", "Dead letters not (successfully) replayed")

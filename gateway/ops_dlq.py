@@ -28,6 +28,7 @@ class DeadLetterReader(ConsumerLoop):
 
     def __init__(self, *, bootstrap: str, topic: str, group: str, outbox: Outbox) -> None:
         super().__init__(bootstrap=bootstrap, topic=topic, group=group, name="dlq-reader")
+        self.group = group
         self._outbox = outbox
 
     async def handle(self, records: list[ConsumerRecord]) -> None:

@@ -44,7 +44,8 @@ def ops_env(kafka_env: dict[str, str], pg: PgDatabase, bot_api: TelegramEmulator
             "LAPOR_CONNECTORS__TELEGRAM__TOKEN": bot_api.token,
             "LAPOR_CONNECTORS__TELEGRAM__API_BASE": bot_api.url,
             "LAPOR_CONNECTORS__TELEGRAM__POLL_TIMEOUT_S": "1",
-            "LAPOR_OPS__ALERT_INTERVAL_S": "0.5", **extra}
+            "LAPOR_OPS__ALERT_INTERVAL_S": "0.5", "LAPOR_OPS__SAMPLE_INTERVAL_S": "1",
+            **extra}
 
 
 async def api(session: aiohttp.ClientSession, method: str, url: str) -> Any:
@@ -136,6 +137,15 @@ async def test_detail_pause_across_restart_replay_dlq_and_metrics(
             assert "lapor_kafka_produce_seconds_bucket" in metrics
             assert "lapor_dead_letters 1.0" in metrics  # the sink's; the replayed one is done
             assert "lapor_sla_overdue 0.0" in metrics
+
+            sink_group = kafka_env["LAPOR_KAFKA__SINK_GROUP"]
+
+            async def lag_measured() -> bool:
+                async with session.get(f"{gateway.url}/metrics") as r:
+                    # Everything produced so far was consumed: the sink's lag is measured as 0.
+                    return f'lapor_consumer_lag{{group="{sink_group}"}} 0.0' in await r.text()
+
+            await wait_for(lag_measured, within=30, what="the sink's consumer lag measured")
 
         listing = await asyncio.to_thread(cli, gateway, "dlq", "list")
         assert listing.returncode == 0, listing.stderr
