@@ -22,7 +22,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -58,7 +58,7 @@ class Observation:
 
     now: float
     connectors: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # state, error
-    arrivals: dict[str, Sequence[float]] = field(default_factory=dict)  # ascending, per channel
+    arrivals: Mapping[str, Sequence[float]] = field(default_factory=dict)  # ascending, per channel
     outbox_age_s: float = 0.0
     dead_letters: int = 0  # never successfully replayed
 
@@ -151,8 +151,12 @@ class AlertStore(Protocol):
     """The persisted alerts (implemented by ``gateway.ops_store.OpsStore``)."""
 
     async def open_alerts(self) -> list[Alert]: ...
-    async def raise_alert(self, alert: Alert, at: float) -> None: ...
-    async def resolve_alert(self, alert: Alert, at: float) -> None: ...
+    async def raise_alert(self, alert: Alert, at: float) -> bool:
+        """Persist; False when another instance has it open already (not delivered)."""
+        ...
+    async def resolve_alert(self, alert: Alert, at: float) -> bool:
+        """Persist; False when it was resolved already (not delivered)."""
+        ...
 
 
 class AlertEvaluator:
@@ -172,18 +176,20 @@ class AlertEvaluator:
         self._stopping = asyncio.Event()
 
     async def tick(self) -> tuple[list[Alert], list[Alert]]:
-        """One evaluation: observe, decide, persist, deliver. Returns (raised, resolved)."""
+        """One evaluation: observe, decide, persist, deliver. Returns what was raised and
+        resolved here (an alert another instance raised or resolved first is not delivered
+        again)."""
         if self._book is None:
             self._book = AlertBook(await self._store.open_alerts())
         seen = await self._observe()
         active = evaluate(seen, self._settings, self._dead.before(seen.now, seen.dead_letters))
         raised, resolved = self._book.update(active)
         now = self._clock()
+        raised = [a for a in raised if await self._store.raise_alert(a, now)]
+        resolved = [a for a in resolved if await self._store.resolve_alert(a, now)]
         for alert in raised:
-            await self._store.raise_alert(alert, now)
             log.warning("alert raised: %s", alert.message, extra=_log_fields(alert))
         for alert in resolved:
-            await self._store.resolve_alert(alert, now)
             log.info("alert resolved: %s", alert.key, extra=_log_fields(alert))
         for state, alerts in (("raised", raised), ("resolved", resolved)):
             for alert in alerts:

@@ -360,7 +360,8 @@ async def _operations(app: web.Application) -> AsyncIterator[None]:
             now=time.time(),
             connectors={c.name: (c.health().state.value, c.health().last_error)
                         for c in connectors},
-            arrivals=dict(await store.arrivals(settings.ops.silent_history)),
+            arrivals=await store.arrivals({ch for c in connectors for ch in c.channels},
+                                          settings.ops.silent_history),
             outbox_age_s=age if depth else 0.0,
             dead_letters=await app[OUTBOX].dead_letter_count(),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from forwarder.db import Database
@@ -45,20 +46,25 @@ class OpsStore:
         )
         return [Alert(*r) for r in rows]
 
-    async def raise_alert(self, alert: Alert, at: float) -> None:
-        await self._db.execute(
+    async def raise_alert(self, alert: Alert, at: float) -> bool:
+        """Record a raised alert; False when it is open already (another instance raised
+        it), so that it is delivered once."""
+        rows = await self._db.fetch(
             "INSERT INTO alerts (id, kind, subject, severity, message, raised_us)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
             uuid.uuid4().hex, alert.kind, alert.subject, alert.severity, alert.message[:1000],
             int(at * 1_000_000),
         )
+        return bool(rows)
 
-    async def resolve_alert(self, alert: Alert, at: float) -> None:
-        await self._db.execute(
+    async def resolve_alert(self, alert: Alert, at: float) -> bool:
+        """Record a resolved alert; False when it was not open (resolved elsewhere)."""
+        rows = await self._db.fetch(
             "UPDATE alerts SET resolved_us = $1 WHERE kind = $2 AND subject = $3"
-            " AND resolved_us IS NULL",
+            " AND resolved_us IS NULL RETURNING id",
             int(at * 1_000_000), alert.kind, alert.subject,
         )
+        return bool(rows)
 
     async def recent_alerts(self, limit: int = ALERTS_LISTED) -> list[dict[str, object]]:
         """Newest first, open and resolved."""
@@ -69,10 +75,8 @@ class OpsStore:
         keys = ("id", "kind", "subject", "severity", "message", "raised_us", "resolved_us")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    async def arrivals(self, limit: int) -> dict[str, list[float]]:
-        """The newest ``limit`` arrival times (epoch s, ascending) of every channel."""
-        channels = [str(r[0]) for r in await self._db.fetch(
-            "SELECT DISTINCT channel FROM outbox")]
+    async def arrivals(self, channels: Iterable[str], limit: int) -> dict[str, list[float]]:
+        """The newest ``limit`` arrival times (epoch s, ascending) of each channel."""
         result: dict[str, list[float]] = {}
         for channel in channels:
             rows = await self._db.fetch(

@@ -88,13 +88,18 @@ class FakeStore:
     async def open_alerts(self) -> list[Alert]:
         return list(self.open.values())
 
-    async def raise_alert(self, alert: Alert, at: float) -> None:
+    async def raise_alert(self, alert: Alert, at: float) -> bool:
+        if alert.key in self.open:  # another instance raised it first
+            return False
         self.open[alert.key] = alert
         self.log.append(("raised", alert.key, at))
+        return True
 
-    async def resolve_alert(self, alert: Alert, at: float) -> None:
-        self.open.pop(alert.key)
+    async def resolve_alert(self, alert: Alert, at: float) -> bool:
+        if self.open.pop(alert.key, None) is None:
+            return False
         self.log.append(("resolved", alert.key, at))
+        return True
 
 
 async def test_evaluator_persists_and_delivers_each_change_once() -> None:
@@ -127,3 +132,13 @@ async def test_evaluator_persists_and_delivers_each_change_once() -> None:
     assert [(e["key"], e["state"]) for e in delivered] == [
         ("connector_degraded:x", "raised"), ("outbox_age:outbox", "resolved"),
         ("connector_degraded:x", "resolved")]
+
+    # A second instance sees the same condition: the alert is open already, so it is not
+    # delivered twice; and what the first instance resolved is not resolved again.
+    states["x"] = ("failed", "token rejected")
+    clock[0] = 1030.0
+    await evaluator.tick()
+    other = AlertEvaluator(OPS, observe, store, [sink], clock=lambda: clock[0])
+    other._book = AlertBook()  # it started before the first instance raised the alert
+    assert await other.tick() == ([], [])
+    assert [e["key"] for e in delivered].count("connector_failed:x") == 1

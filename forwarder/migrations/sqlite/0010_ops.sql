@@ -15,6 +15,10 @@ CREATE TABLE alerts (
     resolved_us  INTEGER
 );
 CREATE INDEX alerts_raised ON alerts (raised_us);
+-- One open alert per condition, however many gateway instances evaluate the rules.
+CREATE UNIQUE INDEX alerts_open ON alerts (kind, subject) WHERE resolved_us IS NULL;
+-- The newest arrivals of one channel, from which its usual gap is learned.
+CREATE INDEX outbox_channel_created ON outbox (channel, created_us);
 ALTER TABLE dead_letters ADD COLUMN source TEXT NOT NULL DEFAULT 'connector';
 ALTER TABLE dead_letters ADD COLUMN replay_result TEXT;
 ALTER TABLE dead_letters ADD COLUMN replay_count INTEGER NOT NULL DEFAULT 0;
