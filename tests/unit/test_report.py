@@ -43,7 +43,7 @@ def test_unanswered_complaints_count_against_the_sla_only_once_due() -> None:
     assert stats.as_csv()["median_response_h"] == ""
 
 
-async def _seed(url: str) -> None:
+async def seed_known_data(url: str) -> None:
     db = await open_database(url, pool_size=2)
     try:
         for i, (received, stored, agency) in enumerate(KNOWN):
@@ -61,7 +61,7 @@ async def _seed(url: str) -> None:
 def test_report_command_on_a_known_data_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'lapor.db'}"
-    asyncio.run(_seed(url))
+    asyncio.run(seed_known_data(url))
     monkeypatch.setenv("LAPOR_STORE__URL", url)
     out, chart = tmp_path / "laporan-2026.csv", tmp_path / "laporan-2026.png"
     assert main(["report", "--year", "2026", "--by", "agency", "--out", str(out),
