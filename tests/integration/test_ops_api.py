@@ -234,6 +234,10 @@ async def test_a_degraded_connector_raises_and_resolves_one_alert(
     finally:
         assert gateway.terminate() == 0, gateway.log()
         await runner.cleanup()
+    # Every line the process logged is one JSON object; the alert's lines name the connector.
+    logged = [json.loads(line) for line in gateway.log_path.read_text().splitlines()]
+    assert any(entry.get("alert") == "connector_degraded:telegram"
+               and entry.get("connector") == "telegram" for entry in logged)
 
 
 async def _equal(check: Any, expected: list[str]) -> bool:
