@@ -65,6 +65,10 @@ def drive(url: str, fail_telegram: Callable[[], None], screenshot: Path) -> dict
         driver.find_element(By.ID, "pause-telegram").click()
         seen["after_pause"] = state_of(driver, "telegram")
         seen["flash_pause"] = driver.find_element(By.ID, "flash").text
+        alert_rows = "#alerts tr.alert-connector_degraded"
+        until(driver, lambda: bool(driver.find_elements(By.CSS_SELECTOR, alert_rows)),
+              "the degraded alert on the dashboard")
+        seen["alert"] = driver.find_element(By.CSS_SELECTOR, alert_rows).text
 
         row = driver.find_element(By.ID, "dl-tg-dead-ui")
         seen["reason"] = row.find_element(By.CLASS_NAME, "reason").text
@@ -91,7 +95,8 @@ async def test_operator_pauses_a_degraded_channel_and_replays_a_dead_letter(
            "LAPOR_CONNECTORS__TELEGRAM__MODE": "polling",
            "LAPOR_CONNECTORS__TELEGRAM__TOKEN": bot_api.token,
            "LAPOR_CONNECTORS__TELEGRAM__API_BASE": bot_api.url,
-           "LAPOR_CONNECTORS__TELEGRAM__POLL_TIMEOUT_S": "1"}
+           "LAPOR_CONNECTORS__TELEGRAM__POLL_TIMEOUT_S": "1",
+           "LAPOR_OPS__ALERT_INTERVAL_S": "0.5"}
     gateway = GatewayProcess(tmp_path / "gw", env)
     await gateway.start()
     update = {"update_id": 4242, "message": bot_api.message(
@@ -114,6 +119,7 @@ async def test_operator_pauses_a_degraded_channel_and_replays_a_dead_letter(
         assert "502" in seen["degraded_error"] or "Bad Gateway" in seen["degraded_error"]
         assert seen["after_pause"] == "paused"
         assert seen["flash_pause"] == "Connector paused: telegram"
+        assert "connector telegram degraded" in seen["alert"]
         assert seen["reason"] == f"handler crashed on {EVIL}"  # shown as text, not run
         assert seen["scripts_in_table"] == "0" and seen["title"] != "pwned"
         assert seen["flash_replay"] == "Dead letter replayed: tg-dead-ui"
