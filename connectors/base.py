@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -50,6 +50,8 @@ __all__ = [
 #: What every log line written while a message is handled carries (``connector``,
 #: ``complaint_id``): set by :meth:`BaseConnector.submit`, read by the CLI's JSON log format.
 LOG_CONTEXT: ContextVar[dict[str, str] | None] = ContextVar("lapor_log_context", default=None)
+#: The newest result of :meth:`BaseConnector.submit` in the current task (see ``captured``).
+_SUBMITTED: ContextVar[IntakeResult | None] = ContextVar("lapor_submitted", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +180,6 @@ class BaseConnector(ABC):
     def __init__(self) -> None:
         self._intake: Intake | None = None
         self._health = Health()
-        #: The result of the newest successful :meth:`submit` (what a replay reports).
-        self.last_result: IntakeResult | None = None
 
     def routes(self) -> list[web.AbstractRouteDef]:
         """The aiohttp routes this connector serves (none for a pull connector)."""
@@ -276,5 +276,17 @@ class BaseConnector(ABC):
             LOG_CONTEXT.reset(token)
         self.count("duplicates" if result.duplicate else "accepted")
         self._health.last_success = time.time()
-        self.last_result = result
+        _SUBMITTED.set(result)
         return result
+
+    @staticmethod
+    async def captured(work: Awaitable[object]) -> IntakeResult | None:
+        """Run ``work`` (e.g. a connector's own message handling) in this task and return
+        what it submitted last, or None: how a :meth:`replay` learns the complaint a payload
+        became, unaffected by messages other tasks submit meanwhile."""
+        token = _SUBMITTED.set(None)
+        try:
+            await work
+            return _SUBMITTED.get()
+        finally:
+            _SUBMITTED.reset(token)

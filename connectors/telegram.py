@@ -310,9 +310,7 @@ class TelegramConnector(BaseConnector):
         update, problem = _parse_update(payload, self._bot)
         if update is None:
             raise ValidationFailed(problem)
-        self.last_result = None
-        await self.handle_update(update, payload)
-        return self.last_result
+        return await self.captured(self.handle_update(update, payload))
 
     # ----------------------------------------------------------------- polling
 

@@ -62,13 +62,13 @@ def drive(url: str, fail_telegram: Callable[[], None], screenshot: Path) -> dict
         until(driver, lambda: state_of(driver, "telegram") == "degraded", "telegram degraded")
         seen["degraded_error"] = driver.find_element(
             By.CSS_SELECTOR, "#connector-telegram .err").text
-        driver.find_element(By.ID, "pause-telegram").click()
-        seen["after_pause"] = state_of(driver, "telegram")
-        seen["flash_pause"] = driver.find_element(By.ID, "flash").text
         alert_rows = "#alerts tr.alert-connector_degraded"
         until(driver, lambda: bool(driver.find_elements(By.CSS_SELECTOR, alert_rows)),
               "the degraded alert on the dashboard")
         seen["alert"] = driver.find_element(By.CSS_SELECTOR, alert_rows).text
+        driver.find_element(By.ID, "pause-telegram").click()
+        seen["after_pause"] = state_of(driver, "telegram")
+        seen["flash_pause"] = driver.find_element(By.ID, "flash").text
 
         row = driver.find_element(By.ID, "dl-tg-dead-ui")
         seen["reason"] = row.find_element(By.CLASS_NAME, "reason").text
