@@ -51,7 +51,8 @@ async def test_migrations_apply_once(db: Database) -> None:
                                           "0004_dead_letters.sql",
                                           "0005_delivery_states.sql",
                                           "0006_outbox_thread.sql",
-                                          "0007_text_hash.sql"]
+                                          "0007_text_hash.sql",
+                                          "0010_ops.sql"]
 
 
 async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> None:
