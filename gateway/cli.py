@@ -216,6 +216,11 @@ async def show_status(settings: Settings, url: str | None, out: TextIO) -> int:
     outbox = data["forwarder"].get("outbox")
     if outbox:
         out.write(f"\noutbox: {outbox['pending']} pending, oldest {outbox['oldest_s']:.1f}s\n")
+    alerts = await ops_api(settings, url, "GET", "/ops/api/alerts")
+    open_alerts = [a for a in alerts["alerts"] if a["resolved_us"] is None]
+    out.write(f"alerts: {len(open_alerts)} open\n")
+    for alert in open_alerts:
+        out.write(f"  {alert['severity'].upper():8} {_one_line(alert['message'], 100)}\n")
     return 0
 
 
