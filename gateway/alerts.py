@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 
 from config.settings import OpsSettings
+from normalizer.pii import mask_pii
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def evaluate(seen: Observation, settings: OpsSettings, dead_letters_before: int)
     one window ago."""
     alerts: list[Alert] = []
     for name, (state, error) in sorted(seen.connectors.items()):
-        why = f": {error}" if error else ""
+        # Errors may quote what a channel sent back: never a citizen's contact details.
+        why = f": {mask_pii(error[:300]).text}" if error else ""
         if state == "failed":
             alerts.append(Alert("connector_failed", name, "critical",
                                 f"connector {name} failed{why}"))

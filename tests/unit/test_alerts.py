@@ -32,6 +32,9 @@ def test_connector_states_raise_their_alerts() -> None:
     assert kinds(alerts) == {"connector_degraded:x", "connector_failed:telegram"}
     assert next(a for a in alerts if a.subject == "telegram").severity == "critical"
     assert "HTTP 500" in next(a for a in alerts if a.subject == "x").message
+    leaky = Observation(now=0, connectors={"sms": ("degraded", "bad number +6281234567890")})
+    [alert] = evaluate(leaky, OPS, 0)
+    assert "81234567890" not in alert.message and "bad number" in alert.message
 
 
 def test_usual_gap_is_learned_from_the_channel_history() -> None:
