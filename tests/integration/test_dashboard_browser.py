@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.emulators.telegram import TelegramEmulator
 from tests.integration.support import GatewayProcess, PgDatabase, wait_for
@@ -39,6 +40,12 @@ def until(driver: WebDriver, check: Callable[[], bool], what: str, within: float
         driver.refresh()
 
 
+def landed(driver: WebDriver, marker: str) -> None:
+    """Wait until the form's POST-redirect-GET has arrived at the page it leads to."""
+    WebDriverWait(driver, 30).until(lambda d: marker in d.current_url
+                                    and d.find_elements(By.ID, "flash"))
+
+
 def state_of(driver: WebDriver, name: str) -> str:
     return str(driver.find_element(By.ID, f"connector-{name}").get_attribute("data-state"))
 
@@ -51,9 +58,11 @@ def drive(url: str, fail_telegram: Callable[[], None], screenshot: Path) -> dict
         assert driver.current_url.startswith(f"{url}/ops/login")  # no session: sign in first
         driver.find_element(By.ID, "token").send_keys("wrong")
         driver.find_element(By.ID, "login").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "wrong-token"))
         seen["wrong"] = driver.find_element(By.ID, "wrong-token").text
         driver.find_element(By.ID, "token").send_keys(TOKEN)
         driver.find_element(By.ID, "login").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "channels"))
         driver.get(f"{url}/ops?lang=en&refresh=0")
         seen["heading"] = driver.find_element(By.CSS_SELECTOR, "#channels h2").text
         until(driver, lambda: state_of(driver, "telegram") == "running", "telegram running")
@@ -67,6 +76,7 @@ def drive(url: str, fail_telegram: Callable[[], None], screenshot: Path) -> dict
               "the degraded alert on the dashboard")
         seen["alert"] = driver.find_element(By.CSS_SELECTOR, alert_rows).text
         driver.find_element(By.ID, "pause-telegram").click()
+        landed(driver, "done=pause")
         seen["after_pause"] = state_of(driver, "telegram")
         seen["flash_pause"] = driver.find_element(By.ID, "flash").text
 
@@ -75,6 +85,7 @@ def drive(url: str, fail_telegram: Callable[[], None], screenshot: Path) -> dict
         seen["scripts_in_table"] = str(len(driver.find_elements(
             By.CSS_SELECTOR, "#dead-letters script")))
         driver.find_element(By.ID, "replay-tg-dead-ui").click()
+        landed(driver, "done=replayed")
         seen["flash_replay"] = driver.find_element(By.ID, "flash").text
         seen["replay_result"] = driver.find_element(
             By.CSS_SELECTOR, "#dl-tg-dead-ui .result").text
