@@ -163,6 +163,49 @@ class PlannedConnectorSettings(ConnectorSettings):
         return enabled
 
 
+class OpsSettings(Section):
+    """``[ops]``: the operators' dashboard, alerts and their thresholds."""
+
+    alert_interval_s: float = Field(15.0, gt=0, description="Seconds between alert checks.")
+    alert_webhook_url: str | None = Field(
+        None, description="Also POST every raised/resolved alert as JSON to this URL."
+    )
+    outbox_age_alert_s: float = Field(
+        300.0, gt=0, description="Alert when the oldest undelivered complaint is older."
+    )
+    silent_percentile: float = Field(
+        95.0, gt=0, le=100, description="Percentile of a channel's own gaps that is normal."
+    )
+    silent_factor: float = Field(
+        3.0, ge=1, description="A channel is silent after its usual gap times this factor."
+    )
+    silent_min_gap_s: float = Field(
+        900.0, ge=0, description="Never call a channel silent before this many seconds."
+    )
+    silent_min_history: int = Field(
+        20, ge=2, description="Messages a channel needs before silence is judged."
+    )
+    silent_history: int = Field(
+        200, ge=3, description="Recent messages per channel the usual gap is learned from."
+    )
+    dead_letter_window_s: float = Field(
+        3600.0, gt=0, description="Window over which new dead letters raise an alert."
+    )
+    dead_letter_growth: int = Field(
+        1, ge=1, description="New dead letters within the window that raise the alert."
+    )
+    sample_interval_s: float = Field(
+        60.0, gt=0, description="Throughput sampling period for the dashboard's charts."
+    )
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class ConnectorsSettings(Section):
     """``[connectors.<name>]`` for every channel."""
 
@@ -190,6 +233,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     dedup: DedupSettings = DedupSettings()
+    ops: OpsSettings = OpsSettings()
     connectors: ConnectorsSettings = ConnectorsSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
 

@@ -13,13 +13,16 @@ Lifecycle, all called from the gateway's event loop:
   messages not yet submitted stay un-acknowledged upstream and are redelivered later.
 * ``health()``: any time; cheap, never raises.
 * ``routes()``: once, before ``start``; the aiohttp routes of a push connector.
+* ``replay(payload, content_type)``: on an operator's request; a dead letter this connector
+  kept goes through the connector's parsing again (after a fix).
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol
@@ -27,6 +30,7 @@ from typing import ClassVar, Protocol
 from aiohttp import web
 
 from errors import ValidationFailed
+from normalizer.ids import complaint_id
 from normalizer.raw import RawMessage, Sender
 from normalizer.schema import Attachment
 
@@ -41,6 +45,13 @@ __all__ = [
     "ReplyTarget",
     "Sender",
 ]
+
+
+#: What every log line written while a message is handled carries (``connector``,
+#: ``complaint_id``): set by :meth:`BaseConnector.submit`, read by the CLI's JSON log format.
+LOG_CONTEXT: ContextVar[dict[str, str] | None] = ContextVar("lapor_log_context", default=None)
+#: The newest result of :meth:`BaseConnector.submit` in the current task (see ``captured``).
+_SUBMITTED: ContextVar[IntakeResult | None] = ContextVar("lapor_submitted", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +237,17 @@ class BaseConnector(ABC):
         """
         raise NotImplementedError(f"connector {self.name} does not send replies")
 
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """Send the raw payload of a dead letter this connector kept through it again.
+
+        Called from an ops request after an operator fixed what made it fail. Returns the
+        complaint it became, or None when the payload was deliberately ignored (not a
+        complaint). Raises ``ValidationFailed`` when it still cannot become a complaint (the
+        dead letter stays); exact dedup makes a second replay of the same payload harmless.
+        The default: this connector cannot replay.
+        """
+        raise ValidationFailed(f"connector {self.name} cannot replay dead letters")
+
     @property
     def intake(self) -> Intake:
         if self._intake is None:
@@ -248,6 +270,8 @@ class BaseConnector(ABC):
     async def submit(self, raw: RawMessage) -> IntakeResult:
         """Submit through the intake, keeping the counters. Errors propagate unchanged."""
         self.count("received")
+        token = LOG_CONTEXT.set({"connector": self.name, "complaint_id": complaint_id(
+            raw.channel, raw.account, raw.native_id)})
         try:
             result = await self.intake.submit(raw)
         except ValidationFailed:
@@ -256,6 +280,21 @@ class BaseConnector(ABC):
         except Exception as exc:
             self.record_error(f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            LOG_CONTEXT.reset(token)
         self.count("duplicates" if result.duplicate else "accepted")
         self._health.last_success = time.time()
+        _SUBMITTED.set(result)
         return result
+
+    @staticmethod
+    async def captured(work: Awaitable[object]) -> IntakeResult | None:
+        """Run ``work`` (e.g. a connector's own message handling) in this task and return
+        what it submitted last, or None: how a :meth:`replay` learns the complaint a payload
+        became, unaffected by messages other tasks submit meanwhile."""
+        token = _SUBMITTED.set(None)
+        try:
+            await work
+            return _SUBMITTED.get()
+        finally:
+            _SUBMITTED.reset(token)

@@ -59,6 +59,7 @@ from connectors.base import (
     BaseConnector,
     ConnectorState,
     Intake,
+    IntakeResult,
     RawMessage,
     ReplyTarget,
     Sender,
@@ -212,6 +213,7 @@ class TelegramConnector(BaseConnector):
             self._task = None
         with contextlib.suppress(TelegramError):
             await self._bot.shutdown()
+        self._me = None  # a restart (ops) initialises the bot again
         for name in URL_LOGGERS:
             logging.getLogger(name).removeFilter(self._redactor)
         await super().stop()
@@ -304,6 +306,13 @@ class TelegramConnector(BaseConnector):
                         update.update_id, exc)
             return _unavailable("not stored; retry")
         return web.Response(status=200)
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept Update (webhook body or poison update) handled again."""
+        update, problem = _parse_update(payload, self._bot)
+        if update is None:
+            raise ValidationFailed(problem)
+        return await self.captured(self.handle_update(update, payload))
 
     # ----------------------------------------------------------------- polling
 

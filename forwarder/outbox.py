@@ -339,27 +339,51 @@ class Outbox:
         return Added(row[0], row[1], duplicate=True) if row else None
 
     async def dead_letter(self, channel: str, account: str, reason: str, payload: bytes,
-                          content_type: str) -> str:
+                          content_type: str, source: str = "connector") -> str:
         """Keep an inbound message that cannot become a complaint; returns its id. The same
-        bytes from the same channel are one dead letter, however often they are redelivered."""
+        bytes from the same channel are one dead letter, however often they are redelivered.
+        ``source`` says who gave up on it: ``connector`` (re-parsed by that connector on
+        replay) or ``sink`` (a record the central store refused; re-validated on replay)."""
         digest = hashlib.sha256(b"%s\x00%s\x00%s" % (channel.encode(), account.encode(),
                                                        payload)).hexdigest()[:32]
         await self._db.execute(
             "INSERT INTO dead_letters (id, channel, account, reason, payload, content_type,"
-            " created_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            digest, channel, account, reason[:1000], payload, content_type, now_us(),
+            " created_us, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT DO NOTHING",
+            digest, channel, account, reason[:1000], payload, content_type, now_us(), source,
         )
         return digest
 
     async def dead_letters(self, limit: int) -> list[dict[str, object]]:
         """The newest dead letters, without their payloads."""
         rows = await self._db.fetch(
-            "SELECT id, channel, account, reason, content_type, created_us, replayed_us,"
-            " length(payload) FROM dead_letters ORDER BY created_us DESC LIMIT $1", limit,
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY created_us DESC"
+            " LIMIT $1", limit,
         )
-        return [{"id": r[0], "channel": r[1], "account": r[2], "reason": r[3],
-                 "content_type": r[4], "created_us": r[5], "replayed_us": r[6],
-                 "size": r[7]} for r in rows]
+        return [_dead_letter_json(r) for r in rows]
+
+    async def dead_letter_entry(self, letter_id: str) -> tuple[dict[str, object], bytes] | None:
+        """One dead letter (as listed) and its raw payload, or None."""
+        row = await self._db.fetchrow(
+            f"SELECT {_DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE id = $1", letter_id,
+        )
+        return (_dead_letter_json(row), bytes(row[-1])) if row else None
+
+    async def mark_replayed(self, letter_id: str, result: str) -> None:
+        """Record a replay's outcome (``accepted …``, ``duplicate …``, ``failed: …``)."""
+        await self._db.execute(
+            "UPDATE dead_letters SET replayed_us = $1, replay_result = $2,"
+            " replay_count = replay_count + 1 WHERE id = $3",
+            now_us(), result[:500], letter_id,
+        )
+
+    async def dead_letter_count(self) -> int:
+        """How many dead letters were never replayed successfully."""
+        row = await self._db.fetchrow(
+            "SELECT COUNT(*) FROM dead_letters WHERE replay_result IS NULL"
+            " OR replay_result LIKE 'failed%'"
+        )
+        return int(row[0]) if row else 0
 
     async def load_cursor(self, name: str) -> str | None:
         """A pull connector's saved source position."""
@@ -414,6 +438,16 @@ class Reporter:
     account: str
     sender_key: str | None
     created_us: int
+
+
+_DEAD_LETTER_COLUMNS = ("id, channel, account, reason, content_type, created_us, replayed_us,"
+                        " length(payload), source, replay_result, replay_count")
+
+
+def _dead_letter_json(row: tuple[object, ...]) -> dict[str, object]:
+    keys = ("id", "channel", "account", "reason", "content_type", "created_us", "replayed_us",
+            "size", "source", "replay_result", "replay_count")
+    return dict(zip(keys, row[:len(keys)], strict=True))
 
 
 def _placeholders(count: int, start: int) -> str:

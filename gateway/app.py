@@ -11,11 +11,15 @@ database close.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import asdict
 from datetime import timedelta, timezone
 from enum import StrEnum
 from typing import Any
@@ -38,7 +42,7 @@ from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
 from forwarder.fingerprints import FingerprintIndex
-from forwarder.kafka import Producer, Topics, ensure_topics
+from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, cloudevent_headers, ensure_topics
 from forwarder.outbox import Outbox
 from forwarder.publisher import Publisher
 from forwarder.receipts import ReceiptReader
@@ -48,20 +52,34 @@ from forwarder.sla import WorkingCalendar
 from forwarder.status_events import StatusSink
 from forwarder.store import CentralStore
 from gateway import __version__
+from gateway.alerts import ALERT_TOPIC, AlertEvaluator, AlertSink, Observation, WebhookSink
 from gateway.attachments import AttachmentStore
 from gateway.intake import GatewayIntake, NearDuplicates
 from gateway.lifecycle import AgencyKeys, Lifecycle, SlaAlerts, agency_status_route
 from gateway.metrics import (
+    ALERTS_OPEN,
     BROKER_RESTARTS,
+    CONNECTOR_BACKLOG,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    OPS_COLLECTOR,
     OUTBOX_AGE,
     OUTBOX_DEPTH,
     PUBLISHED,
     SINK_DEAD_LETTERS,
     SINK_RECORDS,
     SLA_OVERDUE,
+    STORE_WRITES,
 )
 from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
-from gateway.ops import ops_routes
+from gateway.metrics import (
+    REPLIES as REPLIES_BY_STATE,
+)
+from gateway.ops import OpsService, OverdueSource, ops_routes
+from gateway.ops_dashboard import dashboard_routes
+from gateway.ops_dlq import DeadLetterReader
+from gateway.ops_kafka import InstrumentedProducer, KafkaAlertSink, LagProbe
+from gateway.ops_store import OpsStore, Throughput
 from gateway.replies import ReplyLoop
 from gateway.status import StatusService
 from normalizer.routing import Router
@@ -93,6 +111,11 @@ REPLY_QUEUE = web.AppKey("reply_queue", ReplyQueue)
 ROUTER = web.AppKey("router", Router)
 CONNECTORS: web.AppKey[list[BaseConnector]] = web.AppKey("connectors")
 RENDER: web.AppKey[Render] = web.AppKey("render")
+OPS = web.AppKey("ops", OpsService)
+ALERTS = web.AppKey("alerts", AlertEvaluator)
+DLQ_READER = web.AppKey("dlq_reader", DeadLetterReader)
+#: The lifecycle's overdue complaints for the dashboard and ``lapor_sla_overdue`` (set it to
+#: ``CentralStore.overdue`` to wire it in; nothing is overdue until then).
 
 SECRET_FILE = "secret_key"  # under data_dir: the CSRF key when gateway.secret_key is unset
 
@@ -132,11 +155,12 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
         app.router.add_get("/api/v1/complaints/{code}", status_api)
         app.router.add_routes([agency_status_route(AgencyKeys(settings.connectors.api),
                                                    LIFECYCLE, STORE)])
-        app.router.add_routes(ops_routes(settings.gateway, lambda a: a[CONNECTORS],
-                                         forwarder_state, _dead_letters))
+        app.router.add_routes(ops_routes(settings.gateway, lambda a: a[OPS]))
+        app.router.add_routes(dashboard_routes(settings.gateway, render, lambda a: a[OPS]))
         # Connectors start first and stop last; the reply loop needs them running.
         app.cleanup_ctx.append(_connectors_ctx)
         app.cleanup_ctx.append(_forwarding)
+        app.cleanup_ctx.append(_operations)
     return app
 
 
@@ -216,7 +240,7 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     bootstrap = app.get(BOOTSTRAP) or settings.kafka.bootstrap_servers
     app[BOOTSTRAP] = bootstrap
-    producer = Producer(settings.kafka, bootstrap)
+    producer = InstrumentedProducer(settings.kafka, bootstrap)
     try:
         if BROKER not in app:
             await ensure_topics(bootstrap, Topics.from_settings(settings.kafka).all(),
@@ -327,6 +351,87 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         await connector.stop()
 
 
+async def _operations(app: web.Application) -> AsyncIterator[None]:
+    """The ops service (persisted pauses applied), the dead-letter topic's reader, throughput
+    sampling and the alert evaluator."""
+    settings = app[SETTINGS]
+    topics = Topics.from_settings(settings.kafka)
+    producer = app[PRODUCER]
+    source = f"lapor-gateway/{instance_name(settings)}"
+
+    async def republish(key: bytes, value: bytes) -> None:
+        headers = cloudevent_headers(CE_TYPE_COMPLAINT, source, subject=key.decode())
+        [error] = await producer.send_many(topics.complaints, [(key, value, headers)])
+        if error is not None:
+            raise error
+
+    async def state() -> dict[str, Any]:
+        return await forwarder_state(app)
+
+    store = OpsStore(app[DATABASE])
+    connectors: list[BaseConnector] = app[CONNECTORS]
+    ops = OpsService(connectors=connectors, outbox=app[OUTBOX], store=store,
+                     throughput=Throughput(), forwarder_state=state, republish=republish,
+                     overdue=_overdue_source(app[STORE]), worker=instance_name(settings))
+    app[OPS] = ops
+    OPS_COLLECTOR.connectors = lambda: list(connectors)
+    await ops.apply_persisted_pauses()
+    reader = DeadLetterReader(bootstrap=app[BOOTSTRAP], topic=topics.dlq,
+                              group=f"{settings.kafka.receipts_group}-dlq", outbox=app[OUTBOX])
+    app[DLQ_READER] = reader
+    if BROKER in app:
+        app[BROKER].on_restart.append(reader.request_restart)
+    alert_topic = settings.kafka.topic_prefix + ALERT_TOPIC
+    try:
+        await ensure_topics(app[BOOTSTRAP], [alert_topic], settings.kafka.partitions)
+    except LaporError as exc:
+        log.warning("could not check or create the alert topic (%s)", exc)
+    sinks: list[AlertSink] = [KafkaAlertSink(producer, alert_topic, source)]
+    if settings.ops.alert_webhook_url:
+        sinks.append(WebhookSink(settings.ops.alert_webhook_url))
+
+    async def observe() -> Observation:
+        depth, age = await app[OUTBOX].depth()
+        return Observation(
+            now=time.time(),
+            connectors={c.name: (c.health().state.value, c.health().last_error)
+                        for c in connectors},
+            arrivals=await store.arrivals({ch for c in connectors for ch in c.channels},
+                                          settings.ops.silent_history),
+            outbox_age_s=age if depth else 0.0,
+            dead_letters=await app[OUTBOX].dead_letter_count(),
+        )
+
+    evaluator = AlertEvaluator(settings.ops, observe, store, sinks, clock=time.time)
+    app[ALERTS] = evaluator
+    stopping = asyncio.Event()
+
+    probe = LagProbe(app[BOOTSTRAP], {settings.kafka.sink_group: topics.complaints,
+                                      settings.kafka.receipts_group: topics.receipts,
+                                      reader.group: topics.dlq})
+
+    async def sample() -> None:
+        while not stopping.is_set():
+            ops.sample()
+            for group, lag in (await probe.refresh()).items():
+                CONSUMER_LAG.labels(group).set(lag)
+            if probe.last_error:
+                log.debug("consumer lag not measured: %s", probe.last_error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), settings.ops.sample_interval_s)
+
+    sampler = asyncio.create_task(sample(), name="ops-sampler")
+    await reader.start()
+    await evaluator.start()
+    yield
+    stopping.set()
+    sampler.cancel()  # a lag probe in flight is abandoned, not awaited
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    await evaluator.stop()
+    await reader.stop()
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -348,10 +453,6 @@ async def forwarder_state(app: web.Application) -> dict[str, Any]:
     return state
 
 
-async def _dead_letters(app: web.Application, limit: int) -> list[dict[str, Any]]:
-    return await app[OUTBOX].dead_letters(limit)
-
-
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the durable store answers (Kafka may be down: the outbox absorbs that)."""
     app = request.app
@@ -367,6 +468,15 @@ async def readyz(request: web.Request) -> web.Response:
                              dumps=lambda o: orjson.dumps(o).decode())
 
 
+def _overdue_source(store: CentralStore) -> OverdueSource:
+    """The ops dashboard's overdue panel, read from the central store's SLA clocks."""
+
+    async def overdue(limit: int) -> list[dict[str, Any]]:
+        return [asdict(item) for item in await store.overdue(limit)]
+
+    return overdue
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
     app = request.app
@@ -376,8 +486,19 @@ async def metrics(request: web.Request) -> web.Response:
         OUTBOX_AGE.set(age)
         PUBLISHED.set(app[PUBLISHER].published)
         RECEIPTS_DELIVERED.set(app[RECEIPTS].delivered)
+    if OPS in app:
+        ops = app[OPS]
+        DEAD_LETTERS.set(await app[OUTBOX].dead_letter_count())
+        ALERTS_OPEN.set(len(await ops.store.open_alerts()))
+        for state, count in (await ops.store.replies_by_state()).items():
+            REPLIES_BY_STATE.labels(state).set(count)
+        backlog = await ops.store.backlog()
+        for connector in ops.connectors:
+            CONNECTOR_BACKLOG.labels(connector.name).set(
+                sum(backlog.get(ch, 0) for ch in connector.channels))
     if SINK in app:
         SINK_RECORDS.set(app[SINK].handled)
+        STORE_WRITES.set(app[SINK].handled - app[SINK].dead_lettered)
         SINK_DEAD_LETTERS.set(app[SINK].dead_lettered + app[STATUS_SINK].dead_lettered)
     if BROKER in app:
         BROKER_RESTARTS.set(app[BROKER].restarts)

@@ -1,4 +1,4 @@
-"""The ``lapor-gateway`` command line: run, gateway, sink, export.
+"""The ``lapor-gateway`` command line: run, gateway, sink, export, status, dlq, report.
 
 The only place that configures logging and prints. Every command takes ``--config FILE``; with
 no file the embedded defaults apply (web form and API on 127.0.0.1:8080, embedded broker,
@@ -15,8 +15,9 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 import orjson
@@ -31,6 +32,8 @@ from forwarder.erasure import erase
 from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.app import Role, create_app
+from gateway.logging_json import setup_logging
+from gateway.report import ReportRow, read_rows, summarise, write_chart, write_csv
 from normalizer.ids import parse_tracking_code
 
 log = logging.getLogger("lapor_gateway")
@@ -72,6 +75,25 @@ def _parser() -> argparse.ArgumentParser:
         help="connector health of the running instance, as a table (uses gateway.ops_token)",
     )
     status.add_argument("--url", help="base URL of the instance (default: gateway.host:port)")
+    dlq = commands.add_parser(
+        "dlq", parents=[common],
+        help="dead letters of the running instance: list, or replay after a fix")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", parents=[common], help="newest first")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_replay = dlq_commands.add_parser("replay", parents=[common],
+                                         help="send dead letters through again")
+    dlq_replay.add_argument("ids", nargs="+", metavar="ID")
+    for sub in (dlq_list, dlq_replay):
+        sub.add_argument("--url", help="base URL of the instance (default: gateway.host:port)")
+    report = commands.add_parser(
+        "report", parents=[common],
+        help="the annual complaint report: counts, response times, SLA compliance")
+    report.add_argument("--year", type=int, required=True)
+    report.add_argument("--by", choices=["agency", "channel", "region"], default="agency")
+    report.add_argument("--out", type=Path, metavar="FILE.csv",
+                        help="CSV file (default: standard output)")
+    report.add_argument("--chart", type=Path, metavar="FILE.png", help="PNG bar chart")
     receive = commands.add_parser(
         "sms-receive", parents=[common],
         help="Gammu SMSD RunOnReceive: post the received SMS to the gateway's generic webhook",
@@ -88,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         settings = load_settings(args.config)
         if args.command == "export":
@@ -97,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(show_status(settings, args.url, sys.stdout))
         if args.command == "erase":
             return asyncio.run(erase_personal_data(settings, args.codes, sys.stdout))
+        if args.command == "dlq":
+            return asyncio.run(dead_letters(settings, args, sys.stdout))
+        if args.command == "report":
+            rows = asyncio.run(report_rows(settings, args.year, args.by))
+            return annual_report(rows, args.year, args.by, args.out, args.chart)
         if args.command == "sms-receive":
             posted = asyncio.run(run_gammu_receive(settings.connectors.sms, gammu_environment(),
                                                    args.ids))
@@ -108,18 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiokafka reports every failed reconnect at ERROR; our forwarder reports broker trouble.
-    logging.getLogger("aiokafka").setLevel("DEBUG" if level == "DEBUG" else "CRITICAL")
-    logging.getLogger("aiohttp.access").setLevel("WARNING")
-    # httpx (python-telegram-bot's transport) logs every request URL, which holds the bot token.
-    logging.getLogger("httpx").setLevel("WARNING")
-    # aiosqlite logs every statement with its parameters at DEBUG: complaints and contacts.
-    logging.getLogger("aiosqlite").setLevel("INFO")
 
 
 async def serve(settings: Settings, roles: frozenset[Role]) -> int:
@@ -168,37 +183,103 @@ async def export(settings: Settings, fmt: str, out: TextIO) -> int:
     return 0
 
 
-async def show_status(settings: Settings, url: str | None, out: TextIO) -> int:
-    """Print the running instance's connectors (state, last success, last error, counters)."""
+async def ops_api(settings: Settings, url: str | None, method: str, path: str) -> Any:
+    """Call the running instance's ops API (``gateway.ops_token``) and return its JSON."""
     if settings.gateway.ops_token is None:
-        raise ConfigError("gateway.ops_token: set it (here and on the instance) to use status")
+        raise ConfigError("gateway.ops_token: set it (here and on the instance) to use this")
     host = settings.gateway.host if settings.gateway.host not in ("0.0.0.0", "::") \
         else "127.0.0.1"
     base = (url or f"http://{host}:{settings.gateway.port}").rstrip("/")
     headers = {"Authorization": f"Bearer {settings.gateway.ops_token.get_secret_value()}"}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, \
-                session.get(f"{base}/ops/api/connectors", headers=headers) as response:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
+                session.request(method, f"{base}{path}", headers=headers) as response:
             if response.status != 200:
                 raise LaporError(f"{base} answered {response.status}: {await response.text()}")
-            data = await response.json()
+            return await response.json()
     except aiohttp.ClientError as exc:
         raise LaporError(f"cannot reach {base}: {exc}") from exc
+
+
+def write_table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                    strict=True)).rstrip() + "\n")
+
+
+async def show_status(settings: Settings, url: str | None, out: TextIO) -> int:
+    """Print the running instance's connectors (state, last success, last error, counters)."""
+    data = await ops_api(settings, url, "GET", "/ops/api/connectors")
     rows = [("CONNECTOR", "STATE", "LAST SUCCESS", "ACCEPTED", "DUPLICATES", "REJECTED",
-             "ERRORS", "LAST ERROR")]
+             "ERRORS", "MSG/MIN", "BACKLOG", "LAST ERROR")]
     for c in data["connectors"]:
         counters = c["counters"]
         rows.append((c["name"], c["state"], _ago(c["last_success"]),
                      str(counters.get("accepted", 0)), str(counters.get("duplicates", 0)),
                      str(counters.get("rejected", 0)), str(counters.get("errors", 0)),
+                     f"{c.get('throughput_per_min', 0):.1f}", str(c.get("backlog", 0)),
                      (c["last_error"] or "")[:60]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
-                                                                    strict=True)).rstrip() + "\n")
+    write_table(rows, out)
     outbox = data["forwarder"].get("outbox")
     if outbox:
         out.write(f"\noutbox: {outbox['pending']} pending, oldest {outbox['oldest_s']:.1f}s\n")
+    alerts = await ops_api(settings, url, "GET", "/ops/api/alerts")
+    open_alerts = [a for a in alerts["alerts"] if a["resolved_us"] is None]
+    out.write(f"alerts: {len(open_alerts)} open\n")
+    for alert in open_alerts:
+        out.write(f"  {alert['severity'].upper():8} {_one_line(alert['message'], 100)}\n")
+    return 0
+
+
+async def dead_letters(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """``dlq list``: a table of dead letters; ``dlq replay ID…``: replay each, print results."""
+    if args.dlq_command == "list":
+        data = await ops_api(settings, args.url, "GET",
+                             f"/ops/api/dead-letters?limit={max(1, args.limit)}")
+        rows = [("ID", "CREATED", "CHANNEL", "SOURCE", "SIZE", "REASON", "REPLAY")]
+        for d in data["dead_letters"]:
+            rows.append((d["id"], _ago(d["created_us"] / 1_000_000), d["channel"],
+                         d.get("source") or "connector", str(d["size"]),
+                         _one_line(d["reason"], 50), _one_line(d.get("replay_result"), 40)))
+        write_table(rows, out)
+        return 0
+    failed = 0
+    for letter_id in args.ids:
+        entry = await ops_api(settings, args.url, "POST",
+                              f"/ops/api/dead-letters/{letter_id}/replay")
+        result = str(entry.get("replay_result") or "")
+        failed += result.startswith("failed")
+        out.write(f"{letter_id}  {result}\n")
+    return 1 if failed else 0
+
+
+def _one_line(text: str | None, width: int) -> str:
+    return " ".join((text or "").split())[:width]
+
+
+async def report_rows(settings: Settings, year: int, by: str) -> list[ReportRow]:
+    """The central store's complaints of ``year`` for the report (progress on stderr)."""
+    db = await open_database(settings.store_url(), pool_size=2)
+    try:
+        return await read_rows(db, year, by)
+    finally:
+        await db.close()
+
+
+def annual_report(rows: list[ReportRow], year: int, by: str, out_path: Path | None,
+                  chart: Path | None) -> int:
+    """``report``: the CSV (to ``out_path`` or standard output) and optionally the chart."""
+    stats = summarise(rows, now=datetime.now(UTC))
+    if out_path is not None:
+        with open(out_path, "w", newline="", encoding="utf-8") as fh:
+            write_csv(stats, fh)
+    else:
+        write_csv(stats, sys.stdout)
+    if chart is not None:
+        write_chart(stats, chart, year=year, by=by)
+    log.info("report %d by %s: %d complaints in %d groups", year, by, len(rows), len(stats))
     return 0
 
 

@@ -66,6 +66,7 @@ async def test_ops_api_lists_pauses_and_resumes_connectors(
         assert lines[0].split()[:2] == ["CONNECTOR", "STATE"]
         assert any(line.split()[:2] == ["api", "running"] for line in lines)
         assert any(line.split()[:2] == ["webform", "running"] for line in lines)
+        assert "alerts: 0 open" in lines
     finally:
         assert gateway.terminate() == 0, gateway.log()
 

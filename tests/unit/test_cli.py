@@ -49,3 +49,24 @@ def test_enabled_connector_without_its_secrets_is_refused(
     config.write_text("[connectors.whatsapp]\nenabled = true\n")
     assert main(["run", "--config", str(config)]) == 2
     assert "connectors.whatsapp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["status"], ["dlq", "list"], ["dlq", "replay", "abc"]])
+def test_ops_commands_need_the_ops_token(argv: list[str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "gateway.ops_token" in capsys.readouterr().err
+
+
+def test_report_refuses_an_unknown_grouping(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--year", "2026", "--by", "kecamatan"])
+    assert exited.value.code == 2
+    assert "--by" in capsys.readouterr().err
+
+
+def test_bad_alert_webhook_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LAPOR_OPS__ALERT_WEBHOOK_URL", "ftp://chat.example/hook")
+    assert main(["run"]) == 2
+    assert "ops.alert_webhook_url" in capsys.readouterr().err
