@@ -88,11 +88,10 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def message_ids(value: str | None) -> tuple[str, ...]:
+def message_ids(value: str | email.header.Header | None) -> tuple[str, ...]:
     """Normalised message ids (``local@domain``, lower case, no brackets) in a header."""
-    if not value:
-        return ()
-    return tuple(found.lower() for found in _MSGID.findall(str(value)))
+    text = decode_header(value)
+    return tuple(found.lower() for found in _MSGID.findall(text)) if text else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,23 +135,28 @@ class _Collected:
     skipped: list[str] = field(default_factory=list)
 
 
+def _h(msg: Message, name: str) -> str:
+    """A header decoded to text ("" when absent)."""
+    return decode_header(msg.get(name))
+
+
 def automatic_reason(msg: Message) -> str | None:
     """Why ``msg`` is machine mail and not a complaint, or None (RFC 3834, RFC 3464, RFC 2369)."""
-    auto = (msg.get("Auto-Submitted") or "").strip().lower()
+    auto = _h(msg, "Auto-Submitted").lower()
     if auto and not auto.startswith("no"):
         return f"auto-submitted ({auto.split(';')[0]})"
     ctype = msg.get_content_type()
-    report = (msg.get_param("report-type") or "")
+    report = msg.get_param("report-type")
     report_type = report.lower() if isinstance(report, str) else ""
     if ctype == "multipart/report" and report_type == "delivery-status":
         return "delivery status notification (bounce)"
     if ctype == "multipart/report":
         return f"report ({report_type or 'unknown'})"
-    sender = (msg.get("From") or "").lower()
-    if "mailer-daemon@" in sender or sender.startswith("mailer-daemon") or \
-            "postmaster@" in sender and (msg.get("Return-Path") or "").strip() == "<>":
+    sender = _h(msg, "From").lower()
+    if "mailer-daemon@" in sender or sender.startswith("mailer-daemon") or (
+            "postmaster@" in sender and _h(msg, "Return-Path") == "<>"):
         return "delivery status notification (bounce)"
-    precedence = (msg.get("Precedence") or "").strip().lower()
+    precedence = _h(msg, "Precedence").lower()
     if precedence in ("bulk", "list", "junk", "auto_reply"):
         return f"precedence {precedence}"
     if msg.get("List-Id") is not None or msg.get("List-Unsubscribe") is not None:
@@ -160,7 +164,7 @@ def automatic_reason(msg: Message) -> str | None:
     for header in ("X-Autoreply", "X-Autorespond", "X-Auto-Response"):
         if msg.get(header) is not None:
             return f"auto-reply ({header})"
-    if (msg.get("X-Auto-Response-Suppress") or "").strip().lower() in ("all", "oof"):
+    if _h(msg, "X-Auto-Response-Suppress").lower() in ("all", "oof"):
         return "auto-reply (X-Auto-Response-Suppress)"
     return None
 
@@ -175,7 +179,7 @@ def _address(value: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _date(value: str | None) -> datetime | None:
+def _date(value: str) -> datetime | None:
     if not value:
         return None
     try:
@@ -271,10 +275,10 @@ def _forward(inner: Message, out: _Collected, max_bytes: int, max_count: int,
     lines = ["---------- Pesan diteruskan ----------"]
     if who:
         lines.append(f"Dari: {who}")
-    if inner.get("Date"):
-        lines.append(f"Tanggal: {decode_header(inner.get('Date'))}")
-    if inner.get("Subject"):
-        lines.append(f"Subjek: {decode_header(inner.get('Subject'))}")
+    if _h(inner, "Date"):
+        lines.append(f"Tanggal: {_h(inner, 'Date')}")
+    if _h(inner, "Subject"):
+        lines.append(f"Subjek: {_h(inner, 'Subject')}")
     body = _body(nested)
     return "\n".join(lines) + ("\n\n" + body if body else "")
 
@@ -300,7 +304,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int) -
         from_name=from_name,
         from_address=from_address,
         reply_to=reply_to,
-        date=_date(msg.get("Date")),
+        date=_date(_h(msg, "Date")),
         in_reply_to=message_ids(msg.get("In-Reply-To")),
         references=message_ids(msg.get("References")),
         text=_body(collected),

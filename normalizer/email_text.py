@@ -38,10 +38,14 @@ class _TextExtractor(HTMLParser):
         self._pre = 0
         self._stack: list[tuple[str, bool]] = []  # (tag, opened a quote)
 
-    def _break(self) -> None:
+    def _break(self, explicit: bool = False) -> None:
+        """End the current line (``explicit``: a ``<br>``, kept even when empty)."""
         text = "".join(self._current)
         if not self._pre:
             text = re.sub(r"[ \t\r\n\f\u00a0]+", " ", text).strip()
+        if not text and not explicit:
+            self._current = []
+            return
         prefix = "> " * self._quote
         for line in text.split("\n") if self._pre else [text]:
             self.lines.append(prefix + line if line else "")
@@ -52,7 +56,7 @@ class _TextExtractor(HTMLParser):
             self._skip += 1
             return
         if tag == "br":
-            self._break()
+            self._break(explicit=True)
             return
         attributes = {k: (v or "") for k, v in attrs}
         quoting = tag == "blockquote" or any(
