@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 SEEN = b"\\Seen"
 IDLE_CHECK_S = 1.0  # longest time an IDLE wait ignores stop() and pause()
 FIRST_BACKOFF_S = 1.0
+EOF_CHECKS = 3  # empty IDLE checks in a row that return at once: the server closed the socket
 #: What a dropped connection, a restarted server or a timeout raise inside imapclient.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     IMAPClientError, imaplib.IMAP4.error, OSError, ssl.SSLError, EOFError, LaporError)
@@ -295,8 +296,18 @@ class MailboxWorker:
         client.idle()
         started = time.monotonic()
         try:
+            quick_empty = 0
             while not self._stop.is_set():
+                checked = time.monotonic()
                 responses = client.idle_check(timeout=IDLE_CHECK_S)
+                # imapclient swallows EOF in idle_check (the socket stays readable and
+                # nothing comes): a few empty answers in a row without waiting is a drop.
+                if not responses and time.monotonic() - checked < IDLE_CHECK_S / 2:
+                    quick_empty += 1
+                    if quick_empty >= EOF_CHECKS:
+                        raise ConnectionResetError("IMAP connection closed during IDLE")
+                else:
+                    quick_empty = 0
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     break
                 if time.monotonic() - started >= self._settings.idle_renew_s:

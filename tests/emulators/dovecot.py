@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,7 +98,14 @@ def render_config(root: Path, port: int, version: tuple[int, int]) -> str:
 class DovecotServer:
     """One Dovecot instance under ``root``; ``start``/``stop``/``kill`` as the tests need."""
 
-    def __init__(self, root: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path | None = None, users: dict[str, str] | None = None) -> None:
+        """``root`` must be reachable by Dovecot's unprivileged users (pytest's ``tmp_path``
+        is not: mode 0700); by default a fresh world-traversable temp dir, removed by
+        :meth:`cleanup`."""
+        self._owned = root is None
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="lapor-dovecot-"))
+            root.chmod(0o755)
         self.root = root
         self.users = users or {"gateway": "rahasia"}
         self.port = free_port()
@@ -122,6 +130,22 @@ class DovecotServer:
     def maildir(self, user: str = "gateway") -> Path:
         """The user's Maildir (INBOX: ``cur``/``new``; ``dovecot-uidlist`` holds UIDs)."""
         return self.root / "mail" / user / "Maildir"
+
+    def recreate_maildir(self, user: str = "gateway") -> None:
+        """Delete the user's Maildir (indexes, UID list, flags) and deliver its messages again
+        as new mail: the next SELECT shows a new UIDVALIDITY. Call while stopped."""
+        maildir = self.maildir(user)
+        messages = {path.name.split(":")[0]: path.read_bytes()
+                    for sub in ("cur", "new") for path in (maildir / sub).iterdir()}
+        shutil.rmtree(maildir)
+        _, _, uid, gid = _mail_owner()
+        for sub in ("", "cur", "new", "tmp"):
+            (maildir / sub).mkdir(exist_ok=True)
+            os.chown(maildir / sub, uid, gid)
+        for name, data in messages.items():
+            path = maildir / "new" / name
+            path.write_bytes(data)
+            os.chown(path, uid, gid)
 
     def start(self) -> None:
         """Start ``dovecot -F`` and wait until the IMAP port answers."""
@@ -180,6 +204,12 @@ class DovecotServer:
             except OSError:
                 return
             time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        """Stop, and remove the directory when it was ours."""
+        self.stop()
+        if self._owned:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
         path = self.root / "dovecot.log"
