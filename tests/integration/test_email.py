@@ -348,8 +348,11 @@ async def test_uidvalidity_change_rescans_without_duplicates(
         # UIDVALIDITY, and the server no longer says which messages we took.
         dovecot.stop()
         dovecot.recreate_maildir(USER)
-        while int(time.time()) <= before["uidvalidity"]:  # UIDVALIDITY is the clock
-            await asyncio.sleep(0.05)
+
+        async def clock_moved() -> bool:  # Dovecot takes the clock as the new UIDVALIDITY
+            return int(time.time()) > before["uidvalidity"]
+
+        await wait_for(clock_moved, within=3, what="a new second")
         dovecot.start()
         await asyncio.to_thread(append, dovecot, mail(5))
         await all_flagged(dovecot, 6)

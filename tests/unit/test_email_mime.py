@@ -49,8 +49,8 @@ def quoted_printable() -> bytes:
 
 
 def base64_body() -> bytes:
-    body = base64.encodebytes("Sampah menumpuk di pasar Segiri, bau sampai ke rumah warga."
-                              .encode("utf-8")).decode("ascii")
+    body = base64.encodebytes(b"Sampah menumpuk di pasar Segiri, bau sampai ke rumah warga."
+).decode("ascii")
     return _crlf(
         "From: Andi <andi@example.id>\nSubject: Sampah pasar\n"
         "Message-ID: <b64-1@example.id>\nMIME-Version: 1.0\n"
@@ -84,7 +84,7 @@ def utf8_labelled_latin1() -> bytes:
     return ("From: dewi@example.id\r\nSubject: Trotoar\r\nMessage-ID: <mis-1@example.id>\r\n"
             "Content-Type: text/plain; charset=iso-8859-1\r\n\r\n"
             "Trotoar rusak di Jl. Pahlawan, pejalan kaki terpaksa ke badan jalan — bahaya.\r\n"
-            ).encode("utf-8")
+            ).encode()
 
 
 def encoded_subject() -> bytes:
