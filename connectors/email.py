@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "email"
 STOP_GRACE_S = 3.0  # then a worker blocked in a read has its socket shut down
 STOP_TIMEOUT_S = 10.0
-HEADER_LIMIT = 64 * 1024  # bytes of a message's head kept with an unparseable one's reason
 T = TypeVar("T")
 
 
@@ -91,7 +90,7 @@ class _Bridge:
         return self._call(self._connector.handle_batch(self._box, prepared))
 
     def paused(self) -> bool:
-        return self._connector.health().state is ConnectorState.PAUSED
+        return self._connector.paused
 
     def report(self, error: str | None) -> None:
         self._loop.call_soon_threadsafe(self._connector.note, self._box, error)
@@ -112,6 +111,11 @@ class EmailConnector(BaseConnector):
         self.replies = any(box.smtp_host for box in self._boxes.values())
         self._workers: list[MailboxWorker] = []
         self._errors: dict[str, str | None] = {}
+
+    @property
+    def paused(self) -> bool:
+        """Whether an operator paused the connector (read by the worker threads)."""
+        return self._health.state is ConnectorState.PAUSED
 
     @property
     def accounts(self) -> list[str]:
@@ -198,9 +202,8 @@ class EmailConnector(BaseConnector):
 
     async def _handle(self, box: MailboxSettings, item: _Prepared) -> bool:
         parsed = item.parsed
-        if parsed is None:
-            await self._record(box, item.problem or "unreadable", item.raw[:HEADER_LIMIT]
-                               if item.problem and "over max" in item.problem else item.raw)
+        if parsed is None:  # kept as fetched (only the header of an oversized message)
+            await self._record(box, item.problem or "unreadable", item.raw)
             return True
         if parsed.automatic is not None:
             self.count("ignored")

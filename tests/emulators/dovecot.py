@@ -98,7 +98,8 @@ def render_config(root: Path, port: int, version: tuple[int, int]) -> str:
 class DovecotServer:
     """One Dovecot instance under ``root``; ``start``/``stop``/``kill`` as the tests need."""
 
-    def __init__(self, root: Path | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path | None = None, users: dict[str, str] | None = None,
+                 extra_config: str = "") -> None:
         """``root`` must be reachable by Dovecot's unprivileged users (pytest's ``tmp_path``
         is not: mode 0700); by default a fresh world-traversable temp dir, removed by
         :meth:`cleanup`."""
@@ -110,6 +111,7 @@ class DovecotServer:
         self.users = users or {"gateway": "rahasia"}
         self.port = free_port()
         self.version = dovecot_version()
+        self.extra_config = extra_config  # appended (e.g. an imap_capability without IDLE)
         self.config = root / "dovecot.conf"
         self._process: subprocess.Popen[bytes] | None = None
         self._write()
@@ -119,7 +121,8 @@ class DovecotServer:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "users").write_text(
             "".join(f"{name}:{{PLAIN}}{password}\n" for name, password in self.users.items()))
-        self.config.write_text(render_config(self.root, self.port, self.version))
+        self.config.write_text(render_config(self.root, self.port, self.version)
+                               + self.extra_config)
         _, _, uid, gid = _mail_owner()
         os.chown(self.root / "mail", uid, gid)
         for name in self.users:

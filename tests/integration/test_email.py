@@ -409,3 +409,76 @@ async def test_wrong_password_degrades_and_names_the_mailbox(
         assert "salah" not in (connector.health().last_error or "")
     finally:
         await connector.stop()
+
+
+async def test_polling_when_the_server_has_no_idle(store: Store) -> None:
+    server = DovecotServer(users={USER: PASSWORD},
+                           extra_config="imap_capability = IMAP4rev1 LITERAL+ UIDPLUS\n")
+    server.start()
+    try:
+        def capabilities() -> tuple[bytes, ...]:
+            client = imap(server)
+            try:
+                return tuple(client.capabilities())
+            finally:
+                client.logout()
+
+        assert b"IDLE" not in await asyncio.to_thread(capabilities)
+        connector = EmailConnector(settings(server.port, poll_interval_s=0.3))
+        await connector.start(store.intake)
+        try:
+            await asyncio.to_thread(append, server, mail(1))
+            await all_flagged(server, 1)
+            await asyncio.to_thread(append, server, mail(2))
+            await all_flagged(server, 2)
+        finally:
+            await connector.stop()
+    finally:
+        server.cleanup()
+    assert len(await store.rows()) == 2
+
+
+async def test_one_mailbox_per_agency_each_answers_from_its_own_address(
+        store: Store, smtp: tuple[SmtpSink, int]) -> None:
+    sink, smtp_port = smtp
+    server = DovecotServer(users={"lapor": "a", "pu": "b"})
+    server.start()
+    agency = "pengaduan@pu.kaltimprov.go.id"
+    try:
+        def deliver(user: str, password: str, raw: bytes) -> None:
+            client = IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=10)
+            client.login(user, password)
+            client.append("INBOX", raw)
+            client.logout()
+
+        await asyncio.to_thread(deliver, "lapor", "a", mail(1))
+        await asyncio.to_thread(deliver, "pu", "b", mail(2))
+        common = {"imap_host": "127.0.0.1", "imap_port": server.port, "imap_ssl": False,
+                  "smtp_host": "127.0.0.1", "smtp_port": smtp_port, "smtp_ssl": False,
+                  "smtp_username": ""}
+        connector = EmailConnector(EmailSettings(enabled=True, max_backoff_s=1.0, mailboxes=[
+            {**common, "username": "lapor", "password": "a", "from_address": OURS},
+            {**common, "username": "pu", "password": "b", "from_address": agency}]))
+        await connector.start(store.intake)
+        try:
+            async def both() -> bool:
+                return len(await store.rows()) == 2
+
+            await wait_for(both, within=20, what="a complaint from each mailbox")
+            rows = {row["native_id"]: row for row in await store.rows()}
+            second = rows["bulk-2@example.id"]
+            target = ReplyTarget(complaint_id=second["id"],
+                                 tracking_code=second["complaint"]["tracking_code"],
+                                 channel="email", account=agency,
+                                 native_id=second["native_id"], address=None,
+                                 hints=second["hints"])
+            await connector.send_reply(target, "Terima kasih.")
+        finally:
+            await connector.stop()
+    finally:
+        server.cleanup()
+    assert rows["bulk-1@example.id"]["id"] == complaint_id("email", OURS, "bulk-1@example.id")
+    assert second["id"] == complaint_id("email", agency, "bulk-2@example.id")
+    [(mail_from, rcpt, sent)] = sink.messages
+    assert mail_from == agency and rcpt == ["warga2@example.id"]
+    assert sent["Message-ID"].endswith("@pu.kaltimprov.go.id>")
