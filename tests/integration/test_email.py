@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from gateway.attachments import AttachmentStore
 from gateway.intake import GatewayIntake
 from gateway.status import StatusService
 from normalizer.ids import complaint_id
-from tests.emulators.dovecot import DovecotServer, free_port
+from tests.emulators.dovecot import DovecotServer, free_port, render_config
 from tests.integration.support import wait_for
 from tests.unit.test_email_mime import COMPLAINTS, NOT_COMPLAINTS, OURS, plain, reply_to_ack
 
@@ -482,3 +484,17 @@ async def test_one_mailbox_per_agency_each_answers_from_its_own_address(
     [(mail_from, rcpt, sent)] = sink.messages
     assert mail_from == agency and rcpt == ["warga2@example.id"]
     assert sent["Message-ID"].endswith("@pu.kaltimprov.go.id>")
+
+
+def test_dovecot_configs_for_2_3_and_2_4(dovecot: DovecotServer) -> None:
+    doveconf = shutil.which("doveconf") or "/usr/bin/doveconf"
+    checked = subprocess.run([doveconf, "-c", str(dovecot.config), "-n"],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr  # the installed version accepts its config
+    newer = render_config(dovecot.root, 10143, (2, 4))
+    assert newer.startswith("dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n")
+    for setting in ("auth_allow_cleartext = yes", "mail_driver = maildir", "%{user}",
+                    "passwd_file_path = "):
+        assert setting in newer
+    for old in ("disable_plaintext_auth", "mail_location", "%u", "args ="):
+        assert old not in newer
