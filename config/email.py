@@ -87,8 +87,8 @@ class EmailSettings(ConnectorSettings):
     )
     backfill_days: int = Field(
         7, ge=0,
-        description="First connection to a mailbox: import mail of the last N days only "
-        "(0: only mail arriving from now on).",
+        description="First connection to a mailbox: import mail received in the last N days "
+        "only (by the server's internal date; 0: from today).",
     )
     poll_interval_s: float = Field(
         60.0, gt=0, description="Seconds between checks when the server has no IDLE."

@@ -44,7 +44,7 @@ from connectors.base import (
 from connectors.email_imap import Cursor, Fetched, MailboxWorker
 from connectors.email_mime import ParsedMail, parse_mail
 from connectors.email_smtp import build_reply, complaint_of, send
-from errors import AttachmentRejected, ChannelRejected, StoreUnavailable, ValidationFailed
+from errors import AttachmentRejected, ChannelRejected, LaporError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -188,17 +188,29 @@ class EmailConnector(BaseConnector):
 
     async def handle_batch(self, box: MailboxSettings, batch: Sequence[_Prepared]) -> set[int]:
         """Handle a batch concurrently; the UIDs that are durable or recorded."""
-        outcomes = await asyncio.gather(*(self._handle(box, item) for item in batch),
-                                        return_exceptions=True)
-        done: set[int] = set()
-        for item, outcome in zip(batch, outcomes, strict=True):
-            if outcome is True:
-                done.add(item.uid)
-            elif isinstance(outcome, BaseException) and not isinstance(outcome,
-                                                                       StoreUnavailable):
-                log.error("email %s: uid %d not handled: %s: %s", box.from_address, item.uid,
-                          type(outcome).__name__, outcome)
-        return done
+        outcomes = await asyncio.gather(*(self._handle_safely(box, item) for item in batch))
+        return {item.uid for item, done in zip(batch, outcomes, strict=True) if done}
+
+    async def _handle_safely(self, box: MailboxSettings, item: _Prepared) -> bool:
+        """Whether the message is durable or recorded. A retriable store error leaves it for
+        later; anything else (a bug meeting an odd message) records it as a dead letter, so
+        one poison message cannot hold the mailbox back."""
+        try:
+            return await self._handle(box, item)
+        except LaporError as exc:
+            if exc.retriable:
+                return False
+            failure: Exception = exc
+        except Exception as exc:
+            failure = exc
+        log.error("email %s: uid %d could not be handled: %s", box.from_address, item.uid,
+                  type(failure).__name__, exc_info=failure)
+        self.record_error(f"{box.from_address}: {type(failure).__name__}: {failure}")
+        try:
+            await self._record(box, f"connector error: {type(failure).__name__}", item.raw)
+        except LaporError:
+            return False
+        return True
 
     async def _handle(self, box: MailboxSettings, item: _Prepared) -> bool:
         parsed = item.parsed

@@ -244,31 +244,40 @@ class MailboxWorker:
         return sorted(uid for uid in found if uid > cursor.last_uid)
 
     def _drain(self, client: IMAPClient, cursor: Cursor) -> Cursor:
-        """Read everything pending; return the advanced cursor."""
-        pending = self._pending(client, cursor)
-        batch = self._settings.fetch_batch
-        for start in range(0, len(pending), batch):
-            if self._stop.is_set() or self._bridge.paused():
+        """Read everything pending; return the advanced cursor.
+
+        Ends with a search that finds nothing: mail that arrived during the drain was
+        announced in the answer to one of our commands (imapclient keeps such EXISTS where
+        ``idle_check`` never sees them), so it must be found here, not waited for in IDLE.
+        """
+        while pending := self._pending(client, cursor):
+            for start in range(0, len(pending), self._settings.fetch_batch):
+                if self._stop.is_set() or self._bridge.paused():
+                    return cursor
+                cursor = self._batch(client, cursor,
+                                     pending[start:start + self._settings.fetch_batch])
+        return cursor
+
+    def _batch(self, client: IMAPClient, cursor: Cursor, uids: list[int]) -> Cursor:
+        """Fetch, hand over, flag what is done, then advance and save the cursor."""
+        items = self._fetch(client, uids)
+        done = self._bridge.process(cursor.uidvalidity, items)
+        fetched = {item.uid for item in items}
+        done |= set(uids) - fetched  # expunged meanwhile: nothing left to read
+        flagged = sorted(done & fetched)
+        if flagged:
+            client.add_flags(flagged, [SEEN, self._keyword], silent=True)
+        last = cursor.last_uid
+        for uid in uids:
+            if uid not in done:
                 break
-            uids = pending[start:start + batch]
-            items = self._fetch(client, uids)
-            done = self._bridge.process(cursor.uidvalidity, items)
-            fetched = {item.uid for item in items}
-            done |= set(uids) - fetched  # expunged meanwhile: nothing left to read
-            flagged = sorted(done & fetched)
-            if flagged:
-                client.add_flags(flagged, [SEEN, self._keyword], silent=True)
-            last = cursor.last_uid
-            for uid in uids:
-                if uid not in done:
-                    break
-                last = uid
-            if last != cursor.last_uid:
-                cursor = Cursor(cursor.uidvalidity, last, cursor.since)
-                self._bridge.save_cursor(cursor)
-            if len(done) < len(uids):
-                # The store refused some: leave them un-flagged; back off and read again.
-                raise _Retry("some messages could not be stored yet")
+            last = uid
+        if last != cursor.last_uid:
+            cursor = Cursor(cursor.uidvalidity, last, cursor.since)
+            self._bridge.save_cursor(cursor)
+        if len(done) < len(uids):
+            # The store refused some: leave them un-flagged; back off and read again.
+            raise _Retry("some messages could not be stored yet")
         return cursor
 
     def _fetch(self, client: IMAPClient, uids: list[int]) -> list[Fetched]:

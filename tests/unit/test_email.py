@@ -10,10 +10,13 @@ from pydantic import SecretStr, ValidationError
 
 from config.email import EmailSettings, MailboxSettings
 from config.settings import load_settings
+from connectors.base import BaseConnector
 from connectors.email import EmailConnector
-from connectors.email_imap import Cursor
+from connectors.email_imap import Cursor, Fetched
 from connectors.email_smtp import build_reply, complaint_of, reply_message_id, reply_subject
-from errors import ConfigError
+from connectors.testing import FakeIntake
+from errors import ConfigError, StoreUnavailable
+from tests.unit.test_email_mime import auto_reply, base64_body, plain, quoted_printable
 
 CID = "0123456789abcdef0123456789abcdef"
 
@@ -119,3 +122,35 @@ def test_settings_defaults_keep_old_mail_out() -> None:
     assert settings.backfill_days == 7 and not settings.enabled
     with pytest.raises(ValidationError):
         EmailSettings(idle_renew_s=3600)  # beyond the 30 minutes servers allow
+
+
+async def test_a_batch_is_durable_recorded_or_left_for_later() -> None:
+    """Only what is durable (or recorded) is reported done: a store outage leaves its message
+    un-flagged, a poison message becomes a dead letter instead of blocking the mailbox."""
+    settings = EmailSettings(enabled=True, imap_host="h", username="u",
+                             password=SecretStr("p"), from_address="lapor@kaltimprov.go.id")
+    connector = EmailConnector(settings)
+    intake = FakeIntake()
+    await BaseConnector.start(connector, intake)  # the intake only: no worker threads
+    real_submit = intake.submit
+
+    async def submit(raw: Any) -> Any:
+        if raw.native_id == "qp-1@example.id":
+            raise StoreUnavailable("database restarting")
+        if raw.native_id == "b64-1@example.id":
+            raise RuntimeError("a bug meets an odd message")
+        return await real_submit(raw)
+
+    intake.submit = submit  # type: ignore[method-assign]
+    box = settings.all_mailboxes()[0]
+    items = [Fetched(1, plain(), 1), Fetched(2, quoted_printable(), 1),
+             Fetched(3, base64_body(), 1), Fetched(4, auto_reply(), 1),
+             Fetched(5, b"Subject: x\r\n", 99, too_large=True)]
+    done = await connector.handle_batch(box, [connector.prepare(item) for item in items])
+    assert done == {1, 3, 4, 5}
+    assert [raw.native_id for raw in intake.messages.values()] == ["plain-1@mail.example.id"]
+    reasons = [reason for _, _, reason, _ in intake.dead_letters]
+    assert "connector error: RuntimeError" in reasons
+    assert any(r.startswith("not a complaint: auto-submitted") for r in reasons)
+    assert any("over max_message_bytes" in r for r in reasons)
+    assert len(reasons) == 3
