@@ -128,6 +128,7 @@ class MailboxWorker:
         self._bridge = bridge
         self._stop = threading.Event()
         self._client: IMAPClient | None = None
+        self._selected = False  # the current session got as far as SELECT
         self._keyword = settings.done_keyword.encode()
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"imap-{box.from_address}")
@@ -155,27 +156,35 @@ class MailboxWorker:
     # ----------------------------------------------------------------- the thread
 
     def _run(self) -> None:
+        """Sessions until stopped. The wait after a failure doubles up to ``max_backoff_s``
+        and starts again at ``FIRST_BACKOFF_S`` once a session had selected the folder (a
+        drop after hours of work is retried at once); a refused login waits the longest."""
         backoff = FIRST_BACKOFF_S
         while not self._stop.is_set():
+            self._selected = False
             try:
                 self._session()
-                backoff = FIRST_BACKOFF_S
             except _Stopping:
                 break
             except LoginError as exc:
                 self._bridge.report(f"IMAP login refused for {self.box.username}: {exc}")
                 backoff = self._settings.max_backoff_s
+            except _Retry as exc:  # the store, not the connection: keep backing off
+                self._bridge.report(str(exc))
+                self._selected = False
             except CONNECTION_ERRORS as exc:
                 if self._stop.is_set():
                     break
                 self._bridge.report(f"{type(exc).__name__}: {exc}")
-                log.warning("email %s: %s: %s; reconnecting in %.0fs", self.box.from_address,
-                            type(exc).__name__, exc, backoff)
+                log.warning("email %s: %s: %s; reconnecting", self.box.from_address,
+                            type(exc).__name__, exc)
             except Exception as exc:  # a bug must not end the mailbox's thread
                 log.exception("email %s: worker error", self.box.from_address)
                 self._bridge.report(f"{type(exc).__name__}: {exc}")
             finally:
                 self._close()
+            if self._selected:
+                backoff = FIRST_BACKOFF_S
             try:
                 self._wait(backoff)
             except _Stopping:
@@ -206,6 +215,7 @@ class MailboxWorker:
         info = client.select_folder(self.box.folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
         cursor = self._cursor(uidvalidity)
+        self._selected = True
         idle = client.has_capability("IDLE")
         self._bridge.report(None)
         log.info("email %s: %s selected (uidvalidity %d, from uid %d, %s)",

@@ -35,6 +35,7 @@ _MSGID = re.compile(r"<([^<>\s]{1,500})>")
 #: Labels that in practice mean windows-1252 (WHATWG Encoding Standard).
 _CP1252_LABELS = frozenset({"us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1",
                             "iso8859-1", "windows-1252", "cp1252", "iso-8859-15"})
+BODY_TYPES = frozenset({"text/plain", "text/html"})  # other text/* parts are files
 MAX_DEPTH = 8  # nested forwards beyond this are not read (a mail bomb, not a complaint)
 
 
@@ -198,12 +199,6 @@ def _text_of(part: Message) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _is_attachment(part: Message) -> bool:
-    if part.get_content_disposition() == "attachment":
-        return True
-    return part.get_content_maintype() not in ("text", "multipart", "message")
-
-
 def _keep(part: Message, out: _Collected, max_bytes: int, max_count: int) -> None:
     filename = decode_header(part.get_filename()) or None
     ctype = part.get_content_type()
@@ -245,10 +240,10 @@ def _collect(part: Message, out: _Collected, max_bytes: int, max_count: int,
         for child in children:
             _collect(child, out, max_bytes, max_count, depth + 1)
         return
-    if _is_attachment(part):
-        _keep(part, out, max_bytes, max_count)
-    elif part.get_content_maintype() == "text":
+    if ctype in BODY_TYPES and part.get_content_disposition() != "attachment":
         out.texts.append(_text_of(part))
+    else:  # files, images, calendars, vCards...: kept if the intake accepts their type
+        _keep(part, out, max_bytes, max_count)
 
 
 def _preferred(children: list[Message]) -> Message | None:

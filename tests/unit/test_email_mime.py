@@ -309,3 +309,15 @@ def test_raw_8bit_and_broken_headers_never_raise() -> None:
     mail = parse(raw)
     assert mail.date is None and mail.from_address is None
     assert mail.subject == "x"
+
+
+def test_only_plain_and_html_parts_are_body_text() -> None:
+    raw = _crlf("From: a@b.id\nSubject: Undangan\nMIME-Version: 1.0\n"
+                "Content-Type: multipart/mixed; boundary=\"M\"\n\n"
+                "--M\nContent-Type: text/plain\n\nRapat warga soal banjir.\n"
+                "--M\nContent-Type: text/calendar; method=REQUEST\n\nBEGIN:VCALENDAR\n"
+                "--M\nContent-Type: text/plain\nContent-Disposition: attachment; "
+                "filename=\"catatan.txt\"\n\nisi lampiran\n--M--\n")
+    mail = parse(raw)
+    assert mail.text == "Rapat warga soal banjir."
+    assert [p.declared_type for p in mail.attachments] == ["text/calendar", "text/plain"]
