@@ -130,6 +130,7 @@ class MailboxWorker:
         self._client: IMAPClient | None = None
         self._selected = False  # the current session got as far as SELECT
         self._keyword = settings.done_keyword.encode()
+        self._flags = [SEEN, self._keyword]  # set on a message once it is durable
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"imap-{box.from_address}")
 
@@ -214,6 +215,13 @@ class MailboxWorker:
             raise _Stopping
         info = client.select_folder(self.box.folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
+        permanent = info.get(b"PERMANENTFLAGS", ())
+        self._flags = [SEEN, self._keyword] if (b"\\*" in permanent
+                                                or self._keyword in permanent) else [SEEN]
+        if len(self._flags) == 1:
+            log.warning("email %s: %s allows no keywords; only \\Seen is set (the cursor "
+                        "alone remembers what was read)", self.box.from_address,
+                        self.box.folder)
         cursor = self._cursor(uidvalidity)
         self._selected = True
         idle = client.has_capability("IDLE")
@@ -276,7 +284,7 @@ class MailboxWorker:
         done |= set(uids) - fetched  # expunged meanwhile: nothing left to read
         flagged = sorted(done & fetched)
         if flagged:
-            client.add_flags(flagged, [SEEN, self._keyword], silent=True)
+            client.add_flags(flagged, self._flags, silent=True)
         last = cursor.last_uid
         for uid in uids:
             if uid not in done:
