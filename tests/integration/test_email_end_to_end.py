@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.emulators.dovecot import DovecotServer
 from tests.integration.support import GatewayProcess, PgDatabase, wait_for
@@ -19,20 +16,13 @@ from tests.integration.test_email import (
     SmtpSink,
     all_flagged,
     append,
+    dovecot,
     mail,
     smtp,
 )
 from tests.unit.test_email_mime import OURS, plain, reply_to_ack
 
-__all__ = ["smtp"]  # the SMTP sink fixture, shared with test_email
-
-
-@pytest.fixture
-def dovecot() -> Iterator[DovecotServer]:
-    server = DovecotServer(users={USER: PASSWORD})
-    server.start()
-    yield server
-    server.cleanup()
+__all__ = ["dovecot", "smtp"]  # fixtures shared with test_email
 
 
 async def test_email_is_stored_acknowledged_threaded_and_survives_kill9(
