@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 SEEN = b"\\Seen"
 IDLE_CHECK_S = 1.0  # longest time an IDLE wait ignores stop() and pause()
 FIRST_BACKOFF_S = 1.0
+#: Most message bytes fetched and held at once (a batch of large mails is fetched in parts).
+BATCH_BYTES = 64 * 1024 * 1024
 EOF_CHECKS = 3  # empty IDLE checks in a row that return at once: the server closed the socket
 #: What a dropped connection, a restarted server or a timeout raise inside imapclient.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
@@ -270,15 +272,19 @@ class MailboxWorker:
         """
         while pending := self._pending(client, cursor):
             for start in range(0, len(pending), self._settings.fetch_batch):
-                if self._stop.is_set() or self._bridge.paused():
-                    return cursor
-                cursor = self._batch(client, cursor,
-                                     pending[start:start + self._settings.fetch_batch])
+                uids = pending[start:start + self._settings.fetch_batch]
+                sizes = {uid: int(data.get(b"RFC822.SIZE", 0))
+                         for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
+                for chunk in _by_size(uids, sizes, self._settings.max_message_bytes):
+                    if self._stop.is_set() or self._bridge.paused():
+                        return cursor
+                    cursor = self._batch(client, cursor, chunk, sizes)
         return cursor
 
-    def _batch(self, client: IMAPClient, cursor: Cursor, uids: list[int]) -> Cursor:
+    def _batch(self, client: IMAPClient, cursor: Cursor, uids: list[int],
+               sizes: dict[int, int]) -> Cursor:
         """Fetch, hand over, flag what is done, then advance and save the cursor."""
-        items = self._fetch(client, uids)
+        items = self._fetch(client, uids, sizes)
         done = self._bridge.process(cursor.uidvalidity, items)
         fetched = {item.uid for item in items}
         done |= set(uids) - fetched  # expunged meanwhile: nothing left to read
@@ -298,10 +304,9 @@ class MailboxWorker:
             raise _Retry("some messages could not be stored yet")
         return cursor
 
-    def _fetch(self, client: IMAPClient, uids: list[int]) -> list[Fetched]:
+    def _fetch(self, client: IMAPClient, uids: list[int],
+               sizes: dict[int, int]) -> list[Fetched]:
         limit = self._settings.max_message_bytes
-        sizes = {uid: int(data.get(b"RFC822.SIZE", 0))
-                 for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         small = [uid for uid in uids if uid in sizes and sizes[uid] <= limit]
         large = [uid for uid in uids if uid in sizes and sizes[uid] > limit]
         items: list[Fetched] = []
@@ -350,3 +355,19 @@ class MailboxWorker:
                 client.idle_done()
         if self._stop.is_set():
             raise _Stopping
+
+
+def _by_size(uids: list[int], sizes: dict[int, int], largest: int) -> list[list[int]]:
+    """``uids`` in order, cut so that no chunk holds more than ``BATCH_BYTES`` of messages
+    (an oversized message counts as its header only). A chunk has at least one UID."""
+    chunks: list[list[int]] = [[]]
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        size = size if size <= largest else 0
+        if chunks[-1] and total + size > BATCH_BYTES:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(uid)
+        total += size
+    return chunks

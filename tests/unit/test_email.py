@@ -12,7 +12,7 @@ from config.email import EmailSettings, MailboxSettings
 from config.settings import load_settings
 from connectors.base import BaseConnector
 from connectors.email import EmailConnector
-from connectors.email_imap import Cursor, Fetched
+from connectors.email_imap import BATCH_BYTES, Cursor, Fetched, _by_size
 from connectors.email_smtp import build_reply, complaint_of, reply_message_id, reply_subject
 from connectors.testing import FakeIntake
 from errors import ConfigError, StoreUnavailable
@@ -154,3 +154,10 @@ async def test_a_batch_is_durable_recorded_or_left_for_later() -> None:
     assert any(r.startswith("not a complaint: auto-submitted") for r in reasons)
     assert any("over max_message_bytes" in r for r in reasons)
     assert len(reasons) == 3
+
+
+def test_batches_are_cut_by_size() -> None:
+    half = BATCH_BYTES // 2
+    sizes = {1: half, 2: half, 3: 10, 4: BATCH_BYTES * 2, 5: half + 1}
+    assert _by_size([1, 2, 3, 4, 5], sizes, largest=BATCH_BYTES) == [[1, 2], [3, 4, 5]]
+    assert _by_size([4], sizes, largest=BATCH_BYTES * 4) == [[4]]  # never an empty chunk
