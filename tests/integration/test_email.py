@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from config.email import EmailSettings
 from connectors.base import ReplyTarget
-from connectors.email import EmailConnector
+from connectors.email import STOP_GRACE_S, EmailConnector
 from errors import StoreUnavailable
 from forwarder.db import Database, open_database
 from forwarder.outbox import Outbox
@@ -111,6 +111,8 @@ class DroppingProxy:
         self.target = target
         self.drop_after: int | None = None
         self.drops = 0
+        self.flowing = asyncio.Event()  # cleared: the server's bytes are held (a hung server)
+        self.flowing.set()
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -147,6 +149,7 @@ class DroppingProxy:
         async def downstream() -> None:
             nonlocal sent
             while data := await up_reader.read(65536):
+                await self.flowing.wait()
                 if self.drop_after is not None and sent + len(data) > self.drop_after:
                     writer.write(data[: max(0, self.drop_after - sent)])
                     self.drop_after = None
@@ -334,6 +337,29 @@ async def test_dropped_connection_store_outage_and_killed_server_lose_nothing(
     assert sorted(row["native_id"] for row in rows) == sorted(
         f"bulk-{n}@example.id" for n in range(35))
     assert connector.health().counters["errors"] >= 2  # the drop and the kill were seen
+
+
+async def test_stop_is_prompt_with_a_hung_server_and_oversized_mail_is_recorded(
+        dovecot: DovecotServer, store: Store) -> None:
+    big = mail(1) + b"x" * 5000
+    await asyncio.to_thread(append, dovecot, big, mail(2))
+    proxy = DroppingProxy(dovecot.port)
+    await proxy.start()
+    connector = EmailConnector(settings(proxy.port, max_message_bytes=4000))
+    await connector.start(store.intake)
+    try:
+        await all_flagged(dovecot, 2)
+        [letter] = await store.dead_letters()
+        assert "over max_message_bytes" in letter
+        assert [row["native_id"] for row in await store.rows()] == ["bulk-2@example.id"]
+        proxy.flowing.clear()  # the server stops answering (even the DONE that ends IDLE)
+        started = time.monotonic()
+        await connector.stop()
+        assert time.monotonic() - started < STOP_GRACE_S + 2.0
+    finally:
+        proxy.flowing.set()
+        await connector.stop()
+        await proxy.stop()
 
 
 async def test_uidvalidity_change_rescans_without_duplicates(
