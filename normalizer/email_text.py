@@ -1,8 +1,9 @@
 """The citizen's own words in an email: HTML to clean text, quoted replies, signatures and mobile
 footers removed. Pure functions, no I/O.
 
-* :func:`html_to_text`: block elements become line breaks, lists keep a dash, ``<blockquote>``
-  and Gmail/Outlook quote containers become ``>`` lines (so the quote rules below drop them),
+* :func:`html_to_text`: block elements become line breaks, lists keep a dash, ``<blockquote>``,
+  Gmail/Outlook quote containers and signature blocks become ``>`` lines (so the quote rules
+  below drop them),
   scripts and styles vanish, entities are decoded.
 * :func:`clean_email_text`: cuts at the first reply header ("On ... wrote:", "Pada ...
   menulis:", "-----Original Message-----", "-----Pesan Asli-----", an Outlook ``From:/Sent:``
@@ -23,9 +24,11 @@ _BLOCK = frozenset({
     "pre", "section", "table", "tr", "ul",
 })
 _SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
-#: Containers mail clients put around the quoted original.
-_QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
-_QUOTE_IDS = ("appendonsend", "divrplyfwdmsg", "x_divrplyfwdmsg")
+#: Containers mail clients put around the quoted original and around signatures: their lines
+#: come out as ``>`` lines, which :func:`strip_quoted` drops.
+_QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote",
+                  "gmail_signature", "moz-signature")
+_QUOTE_IDS = ("appendonsend", "divrplyfwdmsg", "x_divrplyfwdmsg", "signature")
 
 
 class _TextExtractor(HTMLParser):

@@ -61,3 +61,9 @@ def test_html_to_text() -> None:
 
 def test_unclosed_html_does_not_lose_text() -> None:
     assert html_to_text("<p>Satu<div>Dua <span>Tiga") == "Satu\nDua Tiga"
+
+
+def test_html_signature_blocks_are_dropped() -> None:
+    html = ("<div>Got mampet di Jl. Cendana.</div><div class=\"gmail_signature\">Budi<br>"
+            "0812 5555 1234</div><div id=\"Signature\">Dikirim dari Outlook</div>")
+    assert clean_email_text(html_to_text(html)) == "Got mampet di Jl. Cendana."
