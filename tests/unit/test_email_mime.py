@@ -7,6 +7,8 @@ import base64
 import quopri
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.email_mime import decode_bytes, decode_header, parse_mail
 
@@ -321,3 +323,17 @@ def test_only_plain_and_html_parts_are_body_text() -> None:
     mail = parse(raw)
     assert mail.text == "Rapat warga soal banjir."
     assert [p.declared_type for p in mail.attachments] == ["text/calendar", "text/plain"]
+
+
+@given(st.binary(max_size=2000), st.sampled_from([c[1] for c in COMPLAINTS]))
+def test_no_bytes_make_parsing_raise(noise: bytes, base: bytes) -> None:
+    """Whatever arrives (truncated, corrupted, random), parsing answers with a ParsedMail."""
+    for raw in (noise, base[: len(noise)] + noise, base.replace(b"\r\n\r\n", noise, 1)):
+        mail = parse(raw)
+        assert isinstance(mail.text, str) and isinstance(mail.subject, str)
+
+
+@given(st.binary(max_size=300), st.sampled_from([None, "utf-8", "iso-8859-1", "gb2312",
+                                                  "utf-16", "x-bogus", "windows-1252"]))
+def test_decoding_never_raises(data: bytes, label: str | None) -> None:
+    assert isinstance(decode_bytes(data, label), str)
