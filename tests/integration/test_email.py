@@ -297,7 +297,7 @@ async def test_subject_code_makes_a_follow_up(dovecot: DovecotServer, store: Sto
 
 
 async def test_dropped_connection_store_outage_and_killed_server_lose_nothing(
-        dovecot: DovecotServer, store: Store) -> None:
+        dovecot: DovecotServer, store: Store, caplog: pytest.LogCaptureFixture) -> None:
     await asyncio.to_thread(append, dovecot, *(mail(n) for n in range(30)))
     proxy = DroppingProxy(dovecot.port)
     await proxy.start()
@@ -319,6 +319,7 @@ async def test_dropped_connection_store_outage_and_killed_server_lose_nothing(
 
         await wait_for(the_rest_stored, within=40, what="29 complaints")
         assert proxy.drops == 1
+        assert "command: FETCH => socket error: EOF" in caplog.text  # cut mid-fetch
         # Not durable: not flagged, whatever was flagged around it.
         current = await asyncio.to_thread(flags, dovecot)
         assert KEYWORD not in current[18] and b"\\Seen" not in current[18]
