@@ -62,8 +62,14 @@ def render_config(root: Path, port: int, version: tuple[int, int]) -> str:
     if unprivileged:
         run_as = (f"default_internal_user = {user}\ndefault_internal_group = {group}\n"
                   f"default_login_user = {user}\n")
-    listener = (f"service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n"
-                f"    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n")
+    # Unprivileged: no chroot for the login process and no root auth worker.
+    chroot = "  chroot =\n" if unprivileged else ""
+    listener = (f"service imap-login {{\n{chroot}  inet_listener imap {{\n"
+                f"    address = 127.0.0.1\n    port = {port}\n  }}\n"
+                f"  inet_listener imaps {{\n    port = 0\n  }}\n}}\n")
+    if unprivileged:
+        listener += (f"service auth-worker {{\n  user = {user}\n}}\n"
+                     "service anvil {\n  chroot =\n}\n")
     common = (f"protocols = imap\nlisten = 127.0.0.1\nbase_dir = {root}/run\n"
               f"state_dir = {root}/state\nlog_path = {root}/dovecot.log\n"
               f"info_log_path = {root}/dovecot.log\nssl = no\n"
