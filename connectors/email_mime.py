@@ -77,7 +77,7 @@ def decode_header(value: str | email.header.Header | None) -> str:
             # Unencoded text between encoded words comes back raw-unicode-escaped.
             chunk = chunk.decode("raw-unicode-escape")
         if isinstance(chunk, str):
-            parts.append(decode_bytes(chunk.encode("ascii", "surrogateescape"), None)
+            parts.append(decode_bytes(chunk.encode("utf-8", "surrogateescape"), None)
                          if _has_surrogates(chunk) else chunk)
         else:
             parts.append(decode_bytes(chunk, charset))
