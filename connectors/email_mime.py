@@ -170,13 +170,15 @@ def automatic_reason(msg: Message) -> str | None:
     return None
 
 
-def _address(value: str | None) -> tuple[str | None, str | None]:
-    if not value:
+def _address(value: str | email.header.Header | None) -> tuple[str | None, str | None]:
+    """``(display name, address)`` of the first address in a header. Split before decoding:
+    an encoded display name may hold a comma ("Santoso, Budi")."""
+    if value is None:
         return None, None
-    pairs = email.utils.getaddresses([decode_header(value)])
-    for name, address in pairs:
+    text = value if isinstance(value, str) else decode_header(value)
+    for name, address in email.utils.getaddresses([text]):
         if "@" in address:
-            return (name.strip() or None), address.strip().lower()
+            return (decode_header(name) or None), address.strip().lower()
     return None, None
 
 

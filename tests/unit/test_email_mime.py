@@ -237,6 +237,12 @@ def test_headers_are_decoded() -> None:
     assert cp.subject == "Café ilegal – parkir" and cp.from_name == "José María"
 
 
+def test_an_encoded_display_name_with_a_comma_stays_one_name() -> None:
+    raw = _crlf("From: =?utf-8?q?Santoso=2C_Budi?= <budi@example.id>\nSubject: x\n\nteks\n")
+    mail = parse(raw)
+    assert (mail.from_name, mail.from_address) == ("Santoso, Budi", "budi@example.id")
+
+
 def test_html_only_becomes_clean_text_without_the_quote() -> None:
     text = parse(html_only()).text
     assert text == ("Air PDAM tidak mengalir di Perumahan Bumi Sempaja & sekitarnya.\n"
