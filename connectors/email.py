@@ -23,6 +23,7 @@ durable, or whose message was recorded as a dead letter, are flagged ``\\Seen`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -44,7 +45,13 @@ from connectors.base import (
 from connectors.email_imap import Cursor, Fetched, MailboxWorker
 from connectors.email_mime import ParsedMail, parse_mail
 from connectors.email_smtp import build_reply, complaint_of, send
-from errors import AttachmentRejected, ChannelRejected, LaporError, ValidationFailed
+from errors import (
+    AttachmentRejected,
+    ChannelRejected,
+    LaporError,
+    StoreUnavailable,
+    ValidationFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,12 @@ class _Bridge:
         self._cursor_name = f"email:{box.from_address}:{box.folder}"
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError as exc:  # the loop is closed: the gateway is gone
+            coro.close()
+            raise StoreUnavailable("the gateway's event loop is closed") from exc
+        return future.result()
 
     def load_cursor(self) -> Cursor | None:
         value = self._call(self._connector.intake.load_cursor(self._cursor_name))
@@ -93,7 +105,8 @@ class _Bridge:
         return self._connector.paused
 
     def report(self, error: str | None) -> None:
-        self._loop.call_soon_threadsafe(self._connector.note, self._box, error)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self._loop.call_soon_threadsafe(self._connector.note, self._box, error)
 
 
 class EmailConnector(BaseConnector):
