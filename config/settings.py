@@ -11,11 +11,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.base import ConnectorSettings as ConnectorSettings  # re-export for channel modules
 from config.base import MiB, Section
+from config.email import EmailSettings
 from config.lifecycle import LifecycleSettings
 from config.sms import SmsSettings
 from config.telegram import TelegramSettings
@@ -150,19 +151,6 @@ class ApiSettings(ConnectorSettings):
     )
 
 
-class PlannedConnectorSettings(ConnectorSettings):
-    """A channel whose connector is not built yet: only ``enabled = false`` is accepted."""
-
-    model_config = ConfigDict(extra="allow")
-
-    @field_validator("enabled")
-    @classmethod
-    def _not_yet(cls, enabled: bool) -> bool:
-        if enabled:
-            raise ValueError("this connector is not available in this version of lapor-gateway")
-        return enabled
-
-
 class OpsSettings(Section):
     """``[ops]``: the operators' dashboard, alerts and their thresholds."""
 
@@ -214,7 +202,7 @@ class ConnectorsSettings(Section):
     whatsapp: WhatsAppSettings = WhatsAppSettings()
     meta: MetaSettings = MetaSettings()
     telegram: TelegramSettings = TelegramSettings()
-    email: PlannedConnectorSettings = PlannedConnectorSettings()
+    email: EmailSettings = EmailSettings()
     x: XSettings = XSettings()
     sms: SmsSettings = SmsSettings()
 

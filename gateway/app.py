@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from config.settings import Settings
 from connectors.api import ApiConnector, problem
 from connectors.base import BaseConnector
+from connectors.email import EmailConnector
 from connectors.meta import MetaConnector
 from connectors.sms import SmsConnector
 from connectors.telegram import TelegramConnector
@@ -211,6 +212,8 @@ def _connectors(settings: Settings, render: Render) -> list[BaseConnector]:
         connectors.append(XConnector(conf.x, public_url=public_url))
     if conf.telegram.enabled:
         connectors.append(TelegramConnector(conf.telegram, public_url=public_url))
+    if conf.email.enabled:
+        connectors.append(EmailConnector(conf.email))
     return connectors
 
 
