@@ -45,19 +45,20 @@ async def wait_for(check: Callable[[], Awaitable[T]], *, within: float, what: st
 class PgDatabase:
     """A PostgreSQL database created for one test and dropped after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, admin_url: str = PG_ADMIN_URL) -> None:
+        self.admin_url = admin_url
         self.name = f"lapor_test_{uuid.uuid4().hex[:12]}"
-        self.url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name
+        self.url = admin_url.rsplit("/", 1)[0] + "/" + self.name
 
     async def create(self) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
+        conn = await asyncpg.connect(self.admin_url)
         try:
             await conn.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await conn.close()
 
     async def drop(self) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
+        conn = await asyncpg.connect(self.admin_url)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         finally:
