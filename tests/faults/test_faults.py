@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.emulators.graph import EmulatedGraph
 from tests.emulators.telegram import TelegramEmulator
@@ -213,7 +213,7 @@ async def test_5_channel_apis_answer_429_and_5xx(tmp_path: Path, pg: PgDatabase,
     started = time.monotonic()
     async with EmulatedGraph() as graph:
         env = {**kafka_env_for(broker.bootstrap), "LAPOR_STORE__URL": pg.url,
-               **gateway_env(telegram=telegram, graph_base=graph.api_base)}
+               **gateway_env(telegram=telegram, graph=graph)}
         gateway = GatewayProcess(tmp_path / "gw", env)
         await gateway.start()
         try:
@@ -315,14 +315,26 @@ async def test_6_disk_full_under_the_outbox(tmp_path: Path, small_disk: Path,
     assert_no_server_errors(traffic)
 
 
-async def committed_total(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+@asynccontextmanager
+async def committed_offsets(bootstrap: str, group: str, topic: str
+                            ) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """A reader of ``group``'s committed offsets on ``topic``, summed over the partitions
+    (a consumer that never subscribes, so it never joins the group nor disturbs it)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        await consumer.topics()
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        assert partitions, f"no partitions of {topic}"
+
+        async def total() -> int:
+            offsets = [await consumer.committed(TopicPartition(topic, p)) for p in partitions]
+            return sum(o or 0 for o in offsets)
+
+        yield total
     finally:
-        await admin.close()
-    return sum(max(0, meta.offset) for meta in offsets.values())
+        await consumer.stop()
 
 
 @pytest.mark.timeout(SCENARIO_TIMEOUT)
@@ -341,22 +353,27 @@ async def test_7_sink_killed_between_store_write_and_offset_commit(
     await gateway.start()
     await sink.start()
     group = kafka["LAPOR_KAFKA__SINK_GROUP"]
+    topic = kafka["LAPOR_KAFKA__TOPIC_PREFIX"] + "complaints.v1"
     caught = None
     try:
         async with running(Traffic(lambda: gateway.url, telegram, rate=40)) as traffic:
             await acked_at_least(traffic, 40)
             assert sink.process is not None
             deadline = time.monotonic() + 40
-            while caught is None and time.monotonic() < deadline:
-                sink.process.send_signal(signal.SIGSTOP)
-                stored = (await pg.fetch("SELECT count(*) FROM complaints"))[0][0]
-                committed = await committed_total(broker.bootstrap, group)
-                if stored > committed:
-                    caught = (stored, committed)
-                    sink.kill9()
-                    break
-                sink.process.send_signal(signal.SIGCONT)
-                await asyncio.sleep(0.013 * (1 + len(traffic.sent) % 7))  # vary the phase
+            async with committed_offsets(broker.bootstrap, group, topic) as committed_total:
+                while caught is None and time.monotonic() < deadline:
+                    sink.process.send_signal(signal.SIGSTOP)
+                    try:
+                        stored = (await pg.fetch("SELECT count(*) FROM complaints"))[0][0]
+                        committed = await committed_total()
+                        if stored > committed:
+                            caught = (stored, committed)
+                            sink.kill9()
+                            break
+                    finally:
+                        if caught is None:
+                            sink.process.send_signal(signal.SIGCONT)
+                    await asyncio.sleep(0.013 * (1 + len(traffic.sent) % 7))  # vary the phase
             assert caught is not None, "never caught the sink between write and commit"
             sink = GatewayProcess(tmp_path / "sink", env, command="sink")
             await sink.start()

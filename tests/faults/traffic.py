@@ -23,7 +23,14 @@ from typing import Any
 
 import aiohttp
 
-from tests.emulators.graph import encode, signature, wa_change, wa_message, wa_payload
+from tests.emulators.graph import (
+    EmulatedGraph,
+    encode,
+    signature,
+    wa_change,
+    wa_message,
+    wa_payload,
+)
 from tests.emulators.telegram import TelegramEmulator
 from tests.integration.support import form_data, open_form
 
@@ -34,7 +41,7 @@ CHANNELS = ("api", "webform", "whatsapp", "telegram")
 MARKER = re.compile(r"FLT[0-9a-f]{6}x\d{5}")
 
 
-def gateway_env(*, telegram: TelegramEmulator | None, graph_base: str | None = None
+def gateway_env(*, telegram: TelegramEmulator | None, graph: EmulatedGraph | None = None
                 ) -> dict[str, str]:
     """The channel configuration of a gateway under test (rate limits off: this is load)."""
     env = {
@@ -42,9 +49,9 @@ def gateway_env(*, telegram: TelegramEmulator | None, graph_base: str | None = N
         "LAPOR_CONNECTORS__WHATSAPP__ENABLED": "true",
         "LAPOR_CONNECTORS__WHATSAPP__VERIFY_TOKEN": "faults-verify",
         "LAPOR_CONNECTORS__WHATSAPP__APP_SECRET": WA_SECRET,
-        "LAPOR_CONNECTORS__WHATSAPP__ACCESS_TOKEN": "faults-graph-token",
+        "LAPOR_CONNECTORS__WHATSAPP__ACCESS_TOKEN": graph.token if graph else "no-graph",
         "LAPOR_CONNECTORS__WHATSAPP__PHONE_NUMBER_ID": WA_PNID,
-        "LAPOR_CONNECTORS__WHATSAPP__API_BASE": graph_base or "http://127.0.0.1:9",
+        "LAPOR_CONNECTORS__WHATSAPP__API_BASE": graph.api_base if graph else "http://127.0.0.1:9",
         "LAPOR_GATEWAY__RATE_LIMIT_PER_IP": "0",
         "LAPOR_GATEWAY__RATE_LIMIT_API_PER_IP": "0",
         "LAPOR_GATEWAY__RATE_LIMIT_WEBHOOK_PER_IP": "0",
