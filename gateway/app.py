@@ -57,7 +57,7 @@ from gateway.metrics import RECEIPTS as RECEIPTS_DELIVERED
 from gateway.ops import ops_routes
 from gateway.ratelimit import RateLimits, retry_after_header
 from gateway.replies import ReplyLoop
-from gateway.security import security_headers_middleware
+from gateway.security import body_limit_middleware, security_headers_middleware
 from gateway.status import StatusService
 from normalizer.routing import Router
 
@@ -98,6 +98,7 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
     """Build the application for ``roles``; resources start when the app starts."""
     app = web.Application(client_max_size=settings.gateway.max_body_bytes, middlewares=[
         security_headers_middleware(settings.gateway.public_url), _errors_middleware,
+        body_limit_middleware(settings.gateway.max_body_bytes),
         RateLimits(settings.gateway).middleware()])
     app[SETTINGS] = settings
     app[ROLES] = roles

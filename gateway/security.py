@@ -1,4 +1,5 @@
-"""Security headers on every response, errors and aiohttp's own answers (404, 413) included.
+"""Security headers on every response, errors and aiohttp's own answers (404, 413) included;
+and the body limit enforced from ``Content-Length`` before anything reads the body.
 
 The pages use no script and no third-party resource, so the content security policy is tight:
 everything from our own origin, inline styles only (the templates' ``<style>``), no framing,
@@ -58,3 +59,19 @@ def security_headers_middleware(
         return response
 
     return secure
+
+
+def body_limit_middleware(max_bytes: int) -> Middleware:
+    """413 at once when ``Content-Length`` announces more than ``max_bytes``: the body is never
+    read (aiohttp's own ``client_max_size`` check only fires after reading up to the limit,
+    and a handler that waits for a body the client never sends would hang). Chunked bodies
+    without a length are still cut at ``client_max_size`` while they are read."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
+        return await handler(request)
+
+    return limit
