@@ -26,7 +26,7 @@ from tests.security.conftest import (
     WA_SECRET,
     Gateway,
 )
-from tests.security.http import raw_request
+from tests.security.rawhttp import raw_request
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 _HIDDEN = re.compile(r'name="(csrf_token|submission_id)" value="([^"]+)"')
