@@ -68,6 +68,11 @@ def gateway_env(*, telegram: TelegramEmulator | None, graph: EmulatedGraph | Non
     return env
 
 
+def complaint_text(marker: str) -> str:
+    return (f"Laporan uji gangguan {marker}: lampu jalan padam dan drainase tersumbat di "
+            "Jl. Juanda, mohon ditindaklanjuti.")
+
+
 @dataclass
 class Sent:
     """One complaint sent on one channel."""
@@ -77,6 +82,8 @@ class Sent:
     status: int | None = None  # HTTP answer (None: no answer, e.g. connection refused)
     retry_after: str | None = None
     update_id: int | None = None  # Telegram
+    submission_id: str | None = None  # the web form's own id, kept for a resubmission
+    answers: list[tuple[int | None, str | None]] = field(default_factory=list)  # every try
 
 
 @dataclass
@@ -130,8 +137,7 @@ class Traffic:
         """Send one complaint on ``channel``; record and return what happened."""
         item = Sent(channel, self.marker())
         self.sent.append(item)
-        text = (f"Laporan uji gangguan {item.marker}: lampu jalan padam dan drainase "
-                f"tersumbat di Jl. Juanda, mohon ditindaklanjuti.")
+        text = complaint_text(item.marker)
         if channel == "telegram":
             assert self.telegram is not None
             number = int(item.marker[-5:])
@@ -139,12 +145,35 @@ class Traffic:
                                       username=None)
             item.update_id = self.telegram.push_message(text, user=user)["update_id"]
             return item
-        try:
-            item.status, item.retry_after = await _SENDERS[channel](session, self.url(), item,
-                                                                    text)
-        except (aiohttp.ClientError, TimeoutError):
-            item.status = None
+        await self._post(session, item)
         return item
+
+    async def _post(self, session: aiohttp.ClientSession, item: Sent) -> None:
+        try:
+            item.status, item.retry_after = await _SENDERS[item.channel](
+                session, self.url(), item, complaint_text(item.marker))
+        except (aiohttp.ClientError, TimeoutError):
+            item.status, item.retry_after = None, None
+        item.answers.append((item.status, item.retry_after))
+
+    async def redeliver(self, within: float = 30) -> int:
+        """Send every refused complaint again, as its channel would (same message id, same
+        form submission), until all are acknowledged or ``within`` passes; returns how many
+        were sent again. Telegram redelivers by itself (unconfirmed updates stay queued)."""
+        deadline = time.monotonic() + within
+        again = 0
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            while time.monotonic() < deadline:
+                refused = [i for i in self.sent if i.channel != "telegram"
+                           and not (i.status is not None and 200 <= i.status < 300)]
+                if not refused:
+                    break
+                again += len(refused)
+                for item in refused:
+                    await self._post(session, item)
+                if any(i.status is None or i.status >= 500 for i in refused):
+                    await asyncio.sleep(0.5)  # the channel's own retry interval
+        return again
 
     def acknowledged(self) -> set[str]:
         """Markers of the complaints whose channel was told they are safe."""
@@ -159,8 +188,9 @@ class Traffic:
         return acked
 
     def statuses(self) -> Counter[str]:
-        """How the HTTP channels were answered: ``{"202": n, "503": n, "none": n}``."""
-        return Counter(str(i.status or "none") for i in self.sent if i.channel != "telegram")
+        """Every answer to the HTTP channels, redeliveries included: ``{"202": n, "503": n,
+        "none": n}`` (none: no answer, the gateway was down)."""
+        return Counter(str(status or "none") for i in self.sent for status, _ in i.answers)
 
 
 async def _api(session: aiohttp.ClientSession, url: str, item: Sent,
@@ -174,6 +204,9 @@ async def _api(session: aiohttp.ClientSession, url: str, item: Sent,
 async def _webform(session: aiohttp.ClientSession, url: str, item: Sent,
                    text: str) -> tuple[int, str | None]:
     hidden = await open_form(session, url)
+    if item.submission_id is None:
+        item.submission_id = hidden["submission_id"]
+    hidden["submission_id"] = item.submission_id  # a resubmission of the same form
     fields = {"judul": "Lampu jalan padam", "isi": text}
     async with session.post(f"{url}/lapor", data=form_data(hidden, fields)) as response:
         await response.read()
@@ -208,10 +241,10 @@ class Audit:
     stored_once: int
     lost: int
     duplicates: int
-    stored_unacknowledged: int
+    redelivered: int = 0
 
     @classmethod
-    def of(cls, traffic: Traffic, payloads: Sequence[str]) -> Audit:
+    def of(cls, traffic: Traffic, payloads: Sequence[str], redelivered: int = 0) -> Audit:
         stored: Counter[str] = Counter()
         for payload in payloads:
             stored.update(set(MARKER.findall(payload)))
@@ -223,12 +256,15 @@ class Audit:
             stored_once=sum(1 for m in acked if stored[m] == 1),
             lost=sum(1 for m in acked if stored[m] == 0),
             duplicates=sum(n - 1 for m, n in stored.items() if m in mine and n > 1),
-            stored_unacknowledged=sum(1 for m in mine - acked if stored[m]),
+            redelivered=redelivered,
         )
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicates == 0 and self.stored_once == self.acknowledged
+        """Nothing acknowledged lost, nothing twice, and (after the channels' redelivery)
+        every complaint sent acknowledged."""
+        return (self.lost == 0 and self.duplicates == 0
+                and self.stored_once == self.acknowledged == self.sent)
 
 
 def elapsed(since: float) -> float:
