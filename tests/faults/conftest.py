@@ -12,7 +12,6 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import pytest
 from tests.emulators.telegram import TelegramEmulator
 from tests.faults.pgserver import PrivatePostgres
 from tests.faults.traffic import Audit
-from tests.integration.support import BrokerProcess, PgDatabase
+from tests.integration.support import PgDatabase, running_broker
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
 
@@ -140,31 +139,10 @@ async def pg(private_pg: PrivatePostgres) -> AsyncIterator[PgDatabase]:
     await database.drop()
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[BrokerProcess]:
-    process = BrokerProcess()
-    process.start()
-    yield process
-    process.stop()
-
-
-def kafka_env_for(bootstrap: str, *, receipt_timeout_s: int = 5) -> dict[str, str]:
-    """A gateway on ``bootstrap`` with this test's own topics and groups."""
-    prefix = f"f{uuid.uuid4().hex[:8]}."
-    return {
-        "LAPOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "LAPOR_KAFKA__TOPIC_PREFIX": prefix,
-        "LAPOR_KAFKA__SINK_GROUP": f"{prefix}sink",
-        "LAPOR_KAFKA__RECEIPTS_GROUP": f"{prefix}receipts",
-        "LAPOR_KAFKA__PARTITIONS": "3",
-        "LAPOR_KAFKA__ENABLE_IDEMPOTENCE": "false",  # tansu refuses InitProducerId
-        "LAPOR_KAFKA__RECEIPT_TIMEOUT_S": str(receipt_timeout_s),
-    }
+broker = pytest.fixture(scope="session")(running_broker)
 
 
 @pytest.fixture
 async def telegram() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
+    async with TelegramEmulator() as emulator:
+        yield emulator

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.emulators.graph import EmulatedGraph
 from tests.emulators.telegram import TelegramEmulator
-from tests.faults.conftest import Report, kafka_env_for
+from tests.faults.conftest import Report
 from tests.faults.pgserver import PrivatePostgres
 from tests.faults.traffic import (
     API_KEY,
@@ -42,6 +42,7 @@ from tests.integration.support import (
     BrokerProcess,
     GatewayProcess,
     PgDatabase,
+    kafka_env_for,
     readyz,
     wait_for,
 )
@@ -86,6 +87,16 @@ async def stop(process: GatewayProcess) -> int:
     return await asyncio.to_thread(process.terminate)
 
 
+@asynccontextmanager
+async def serving(process: GatewayProcess) -> AsyncIterator[GatewayProcess]:
+    """Start ``process``; at the end it must stop cleanly on SIGTERM."""
+    await process.start()
+    try:
+        yield process
+    finally:
+        assert await stop(process) == 0, process.log()
+
+
 class Holder:
     """The gateway currently running (a restart replaces it); traffic follows its URL."""
 
@@ -127,7 +138,7 @@ def assert_no_server_errors(traffic: Traffic) -> None:
 async def test_1_gateway_kill9_mid_stream(tmp_path: Path, pg: PgDatabase, broker: BrokerProcess,
                                           telegram: TelegramEmulator, report: Report) -> None:
     started = time.monotonic()
-    env = {**kafka_env_for(broker.bootstrap), "LAPOR_STORE__URL": pg.url,
+    env = {**kafka_env_for(broker.bootstrap, receipt_timeout_s=5), "LAPOR_STORE__URL": pg.url,
            **gateway_env(telegram=telegram)}
     gateway = Holder(GatewayProcess(tmp_path / "gw", env))
     await gateway.process.start()
@@ -155,9 +166,7 @@ async def test_2_broker_killed_losing_its_log(tmp_path: Path, pg: PgDatabase,
     started = time.monotonic()
     env = {"LAPOR_STORE__URL": pg.url, "LAPOR_KAFKA__RECEIPT_TIMEOUT_S": "5",
            **gateway_env(telegram=telegram)}
-    gateway = GatewayProcess(tmp_path / "gw", env)
-    await gateway.start()
-    try:
+    async with serving(GatewayProcess(tmp_path / "gw", env)) as gateway:
         async with running(Traffic(lambda: gateway.url, telegram)) as traffic:
             await acked_at_least(traffic, 60)
             broker_pid = (await readyz(gateway.url))["embedded_broker"]["pid"]
@@ -170,8 +179,6 @@ async def test_2_broker_killed_losing_its_log(tmp_path: Path, pg: PgDatabase,
             await wait_for(replaced, within=30, what="the broker restarted by the gateway")
             await acked_at_least(traffic, len(traffic.acknowledged()) + 60)
         audit = await settle(traffic, pg_payloads(pg))
-    finally:
-        assert await stop(gateway) == 0, gateway.log()
     report.record("2. broker killed (log lost), restarted", audit, elapsed(started),
                   refusals(traffic))
     assert audit.ok, audit
@@ -185,11 +192,9 @@ async def test_3_postgresql_crash_restart(tmp_path: Path, pg: PgDatabase, broker
     """The PostgreSQL holding the outbox and the central store stops without a checkpoint
     (every connection dies, recovery on start) and comes back."""
     started = time.monotonic()
-    env = {**kafka_env_for(broker.bootstrap), "LAPOR_STORE__URL": pg.url,
+    env = {**kafka_env_for(broker.bootstrap, receipt_timeout_s=5), "LAPOR_STORE__URL": pg.url,
            **gateway_env(telegram=telegram)}
-    gateway = GatewayProcess(tmp_path / "gw", env)
-    await gateway.start()
-    try:
+    async with serving(GatewayProcess(tmp_path / "gw", env)) as gateway:
         async with running(Traffic(lambda: gateway.url, telegram)) as traffic:
             await acked_at_least(traffic, 60)
             before = len(traffic.sent)
@@ -197,8 +202,6 @@ async def test_3_postgresql_crash_restart(tmp_path: Path, pg: PgDatabase, broker
             during = len(traffic.sent) - before
             await acked_at_least(traffic, len(traffic.acknowledged()) + 60, within=45)
         audit = await settle(traffic, pg_payloads(pg))
-    finally:
-        assert await stop(gateway) == 0, gateway.log()
     report.record("3. PostgreSQL crash (immediate stop), restart", audit, elapsed(started),
                   f"{during} sent during the outage; {refusals(traffic)}")
     assert audit.ok, audit
@@ -215,11 +218,9 @@ async def test_5_channel_apis_answer_429_and_5xx(tmp_path: Path, pg: PgDatabase,
     where it was, acknowledgements to citizens go out once the APIs recover."""
     started = time.monotonic()
     async with EmulatedGraph() as graph:
-        env = {**kafka_env_for(broker.bootstrap), "LAPOR_STORE__URL": pg.url,
+        env = {**kafka_env_for(broker.bootstrap, receipt_timeout_s=5), "LAPOR_STORE__URL": pg.url,
                **gateway_env(telegram=telegram, graph=graph)}
-        gateway = GatewayProcess(tmp_path / "gw", env)
-        await gateway.start()
-        try:
+        async with serving(GatewayProcess(tmp_path / "gw", env)) as gateway:
             async with running(Traffic(lambda: gateway.url, telegram)) as traffic:
                 await acked_at_least(traffic, 40)
                 telegram.fail("getUpdates", 429, retry_after=2)
@@ -237,8 +238,6 @@ async def test_5_channel_apis_answer_429_and_5xx(tmp_path: Path, pg: PgDatabase,
                 return len(telegram.sent) + len(graph.sent) >= stored_chat
 
             await wait_for(replies_out, within=45, what="every chat complaint answered")
-        finally:
-            assert await stop(gateway) == 0, gateway.log()
     failed = sum(n for (_, status), n in telegram.responses.items() if status in (429, 502))
     notes = (f"{failed} Telegram 429/502 answers, Graph failures all served: "
              f"{not any(graph.failures.values())}; {len(telegram.sent) + len(graph.sent)} "
@@ -292,7 +291,7 @@ async def test_6_disk_full_under_the_outbox(tmp_path: Path, small_disk: Path,
     """The SQLite outbox and store (and attachments) live on a small tmpfs that fills up:
     intake answers 503 with Retry-After, never 500; space freed, it takes complaints again."""
     started = time.monotonic()
-    env = {**kafka_env_for(broker.bootstrap), **gateway_env(telegram=telegram)}
+    env = {**kafka_env_for(broker.bootstrap, receipt_timeout_s=5), **gateway_env(telegram=telegram)}
     process = GatewayProcess(small_disk / "data", env)
     process.log_path = tmp_path / "gateway.log"  # the log must not need the full disk
     await process.start()
@@ -413,7 +412,7 @@ async def test_8_back_pressure_when_kafka_is_unreachable(
     bounded under a flood; Kafka back, everything drains and intake accepts again."""
     started = time.monotonic()
     late = BrokerProcess()  # the port is reserved, nothing listens yet
-    kafka = kafka_env_for(late.bootstrap)
+    kafka = kafka_env_for(late.bootstrap, receipt_timeout_s=5)
     env = {**kafka, "LAPOR_STORE__URL": pg.url, "LAPOR_GATEWAY__OUTBOX_MAX_PENDING": str(BOUND),
            **gateway_env(telegram=telegram)}
     gateway = GatewayProcess(tmp_path / "gw", env, command="gateway")

@@ -114,10 +114,8 @@ async def start_gateway(tmp_path: Path, telegram: TelegramEmulator,
 
 @pytest.fixture
 async def telegram() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
+    async with TelegramEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture
