@@ -179,9 +179,10 @@ async def test_2_broker_killed_losing_its_log(tmp_path: Path, pg: PgDatabase,
             await wait_for(replaced, within=30, what="the broker restarted by the gateway")
             await acked_at_least(traffic, len(traffic.acknowledged()) + 60)
         audit = await settle(traffic, pg_payloads(pg))
+        state = await readyz(gateway.url)  # the forwarder's view, for a failure's message
     report.record("2. broker killed (log lost), restarted", audit, elapsed(started),
                   refusals(traffic))
-    assert audit.ok, audit
+    assert audit.ok, (audit, state)
     assert_no_server_errors(traffic)
 
 
