@@ -17,7 +17,15 @@ from pathlib import Path
 
 from forwarder.broker import free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+def _pg_bin() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian layout)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    assert found, "PostgreSQL server binaries not found under /usr/lib/postgresql"
+    return found[-1].parent
+
+
+PG_BIN = _pg_bin()
 
 
 def _as_postgres(args: list[str]) -> list[str]:
