@@ -17,6 +17,7 @@ from pathlib import Path
 
 from forwarder.broker import free_port
 
+
 def _pg_bin() -> Path:
     """The newest installed PostgreSQL's binaries (Debian layout)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
