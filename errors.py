@@ -10,6 +10,7 @@ through the one shared policy in :func:`retry_policy`::
     ├── ValidationFailed             bad input from a citizen or partner (4xx, never retried)
     │   └── AttachmentRejected       an attachment over a limit or of a refused type
     ├── AuthenticationFailed         wrong or missing credentials (401/403)
+    ├── RateLimited                  a client over its rate limit (429 with retry_after)
     ├── NotFound                     an unknown tracking code or record
     ├── StoreError                   the durable store failed
     │   └── StoreUnavailable         ... transiently (retriable; HTTP 503)
@@ -67,6 +68,10 @@ class AttachmentRejected(ValidationFailed):
 
 class AuthenticationFailed(LaporError):
     """Credentials (API key, token, signature) are missing or wrong."""
+
+
+class RateLimited(LaporError):
+    """A client sent more than its limit; ``retry_after`` says when it may try again."""
 
 
 class NotFound(LaporError):

@@ -57,6 +57,50 @@ class GatewaySettings(Section):
     instance_id: str | None = Field(
         None, description="Name of this instance in logs and CloudEvents (default: hostname-pid)."
     )
+    outbox_max_pending: int = Field(
+        100_000, ge=1,
+        description="Back-pressure: with more undelivered outbox entries than this (Kafka "
+        "unreachable for long), intake answers 503 with Retry-After and channels redeliver.",
+    )
+    retry_after_s: int = Field(
+        5, ge=1, le=3600, description="Retry-After sent with a 503 (store or outbox full)."
+    )
+    rate_limit_per_ip: float = Field(
+        60.0, ge=0,
+        description="Web form submissions per minute from one client address "
+        "(0 turns the limit off); over it: 429 with Retry-After.",
+    )
+    rate_limit_api_per_ip: float = Field(
+        1200.0, ge=0,
+        description="Partner API submissions per minute from one address (0 = off).",
+    )
+    rate_limit_webhook_per_ip: float = Field(
+        6000.0, ge=0,
+        description="Webhook deliveries per minute from one address: generous, since Meta and "
+        "Telegram deliver from a few addresses (0 = off).",
+    )
+    rate_limit_lookup_per_ip: float = Field(
+        120.0, ge=0,
+        description="Status look-ups per minute from one address: slows guessing tracking "
+        "codes (0 = off).",
+    )
+    rate_limit_per_partner: float = Field(
+        600.0, ge=0, description="API submissions per minute from one partner key (0 = off)."
+    )
+    rate_limit_burst_s: float = Field(
+        10.0, gt=0,
+        description="Seconds of the per-minute rate a client may spend at once (the bucket).",
+    )
+    rate_limit_max_clients: int = Field(
+        100_000, ge=100,
+        description="Clients remembered by each limiter (least recently seen forgotten first): "
+        "bounds the memory a flood of addresses can take.",
+    )
+    trust_forwarded_for: bool = Field(
+        False,
+        description="Take the client address from the last X-Forwarded-For hop (only behind "
+        "a proxy that sets it; otherwise clients could choose their own address).",
+    )
 
 
 class KafkaSettings(Section):

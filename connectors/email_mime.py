@@ -44,7 +44,7 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     label = (declared or "").strip().strip('"').lower()
     try:
         codec = codecs.lookup(label).name if label else None
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not a name at all (a NUL byte in it)
         codec = None
     single_byte = codec is None or label in _CP1252_LABELS or codec.startswith(
         ("iso8859", "cp125", "latin", "ascii", "koi8", "mac-"))

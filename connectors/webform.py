@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from config.settings import WebformSettings
 from connectors.base import Attachment, BaseConnector, RawMessage, Sender
@@ -161,6 +162,14 @@ class WebformConnector(BaseConnector):
                             headers={"Cache-Control": "no-store"})
 
     async def _read(self, request: web.Request) -> _Submission:
+        try:
+            return await self._parse(request)
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
+            # aiohttp's multipart reader refuses a truncated or malformed body this way.
+            raise ValidationFailed(f"malformed form body: {type(exc).__name__}",
+                                   {"form": "Format formulir tidak sah."}) from exc
+
+    async def _parse(self, request: web.Request) -> _Submission:
         submission = _Submission()
         if request.content_type == "application/x-www-form-urlencoded":  # a form with no file
             form = await request.post()

@@ -81,7 +81,9 @@ from gateway.ops_dashboard import dashboard_routes
 from gateway.ops_dlq import DeadLetterReader
 from gateway.ops_kafka import InstrumentedProducer, KafkaAlertSink, LagProbe
 from gateway.ops_store import OpsStore, Throughput
+from gateway.ratelimit import RateLimits, retry_after_header
 from gateway.replies import ReplyLoop
+from gateway.security import body_limit_middleware, security_headers_middleware
 from gateway.status import StatusService
 from normalizer.routing import Router
 
@@ -127,8 +129,10 @@ def instance_name(settings: Settings) -> str:
 
 def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
     """Build the application for ``roles``; resources start when the app starts."""
-    app = web.Application(client_max_size=settings.gateway.max_body_bytes,
-                          middlewares=[_errors_middleware, _security_headers])
+    app = web.Application(client_max_size=settings.gateway.max_body_bytes, middlewares=[
+        security_headers_middleware(settings.gateway.public_url), _errors_middleware,
+        body_limit_middleware(settings.gateway.max_body_bytes),
+        RateLimits(settings.gateway).middleware()])
     app[SETTINGS] = settings
     app[ROLES] = roles
     render = _renderer()
@@ -345,6 +349,8 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
             FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
                              limit=settings.dedup.max_candidates),
             settings.dedup.window_days * 86400) if settings.dedup.enabled else None,
+        max_pending=settings.gateway.outbox_max_pending,
+        retry_after_s=settings.gateway.retry_after_s,
     )
     connectors = app[CONNECTORS]
     for connector in connectors:
@@ -552,21 +558,11 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     except StoreUnavailable as exc:
         log.warning("store unavailable during %s %s: %s", request.method, request.path, exc)
-        return problem(503, "unavailable", detail="storage unavailable; retry")
+        response = problem(503, "unavailable", detail="storage unavailable; retry")
+        response.headers["Retry-After"] = retry_after_header(
+            exc.retry_after or request.app[SETTINGS].gateway.retry_after_s)
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "internal_error")
 
-
-@web.middleware
-async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'",
-    )
-    return response

@@ -13,11 +13,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from errors import AttachmentRejected
+from errors import AttachmentRejected, StoreUnavailable
 from normalizer.media import ACCEPTED_TYPES, safe_filename, sniff_content_type
 from normalizer.schema import Attachment
 
 STORAGE_SCHEME = "file"
+RETRY_AFTER_S = 30.0  # disk full: an operator must free space; no point retrying at once
 
 
 class AttachmentStore:
@@ -47,7 +48,11 @@ class AttachmentStore:
                              "(gunakan gambar, PDF, dokumen, audio atau video)."},
             )
         digest = hashlib.sha256(data).hexdigest()
-        await asyncio.to_thread(self._write, digest, data)
+        try:
+            await asyncio.to_thread(self._write, digest, data)
+        except OSError as exc:  # disk full, quota, I/O error: transient for the sender
+            raise StoreUnavailable(f"attachment not stored: {exc.strerror or exc}",
+                                   retry_after=RETRY_AFTER_S) from exc
         return Attachment(name=clean_name, content_type=kind, size=len(data), sha256=digest,
                           storage_ref=f"{STORAGE_SCHEME}:attachments/{digest[:2]}/{digest}")
 

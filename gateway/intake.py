@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from connectors.base import IntakeResult
-from errors import StoreError
+from errors import StoreError, StoreUnavailable
 from forwarder.fingerprints import FingerprintIndex, NewFingerprint
 from forwarder.outbox import Outbox, now_us
 from forwarder.replies import ReplyQueue
@@ -57,6 +57,44 @@ class NearDuplicates:
     window_s: float
 
 
+class Backlog:
+    """Back-pressure: is the outbox holding more undelivered entries than ``max_pending``?
+
+    The pending count is read from the outbox at most every ``REFRESH_S`` and counted up
+    locally in between, so the check costs one query a second, not one per complaint. When
+    Kafka is unreachable the outbox absorbs complaints up to the bound; past it intake refuses
+    with ``StoreUnavailable`` (503 + Retry-After: channels redeliver, pull connectors retry)
+    instead of growing without end.
+    """
+
+    REFRESH_S = 1.0
+
+    def __init__(self, outbox: Outbox, max_pending: int, retry_after_s: float) -> None:
+        self._outbox = outbox
+        self._max = max_pending
+        self._retry_after_s = retry_after_s
+        self._pending = 0
+        self._read_at = -self.REFRESH_S
+        self._lock = asyncio.Lock()
+
+    async def full(self) -> bool:
+        """Whether new complaints must be refused now."""
+        if time.monotonic() - self._read_at >= self.REFRESH_S:
+            async with self._lock:
+                if time.monotonic() - self._read_at >= self.REFRESH_S:
+                    self._pending = (await self._outbox.depth())[0]
+                    self._read_at = time.monotonic()
+        return self._pending >= self._max
+
+    def added(self) -> None:
+        """A new entry was committed."""
+        self._pending += 1
+
+    def refusal(self) -> StoreUnavailable:
+        return StoreUnavailable(f"outbox holds {self._pending} undelivered entries "
+                                f"(bound {self._max})", retry_after=self._retry_after_s)
+
+
 class GatewayIntake:
     """Normalise, dedup and make durable."""
 
@@ -64,10 +102,12 @@ class GatewayIntake:
                  status: StatusService, replies: ReplyQueue,
                  router: Router | None = None, repeat_window_s: float = 0.0,
                  lifecycle: Lifecycle | None = None,
-                 near_duplicates: NearDuplicates | None = None) -> None:
+                 near_duplicates: NearDuplicates | None = None,
+                 max_pending: int | None = None, retry_after_s: float = 5.0) -> None:
         self._lifecycle = lifecycle
         self._router = router
         self._near = near_duplicates
+        self._backlog = Backlog(outbox, max_pending, retry_after_s) if max_pending else None
         self._repeat_window_s = repeat_window_s
         self._outbox = outbox
         self._attachments = attachments
@@ -87,6 +127,13 @@ class GatewayIntake:
             quoted = await self._quoted_complaint(raw, cid)
             if quoted is not None:  # "about my report K7M2Q-9XD4T: ..." is a follow-up
                 raw = raw.model_copy(update={"thread_of": quoted})
+        if self._backlog is not None and await self._backlog.full():
+            known = await self._outbox.find(tracking_code(cid))
+            if known is not None and known.complaint_id == cid:  # a redelivery: answer it
+                INTAKE_TOTAL.labels(raw.channel, "duplicate").inc()
+                return IntakeResult(cid, known.tracking_code, True)
+            INTAKE_TOTAL.labels(raw.channel, "refused_full").inc()
+            raise self._backlog.refusal()
         try:
             complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
                                   gateway_version=__version__, raw_ref=f"outbox:{cid}",
@@ -117,6 +164,8 @@ class GatewayIntake:
                 int(complaint.received_at.timestamp() * 1_000_000), region_of(complaint),
                 complaint.agency, fingerprint, keys))
         outcome = "duplicate" if added.duplicate else "accepted"
+        if self._backlog is not None and not added.duplicate:
+            self._backlog.added()
         INTAKE_TOTAL.labels(raw.channel, outcome).inc()
         INTAKE_LATENCY.labels(raw.channel).observe(time.perf_counter() - started)
         # Ids and codes only: never the citizen's words or contact details.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import PurePosixPath, PureWindowsPath
+from urllib.parse import unquote
 
 #: Types a complaint may carry (images, documents, audio, video), by their magic bytes.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -47,7 +48,8 @@ def sniff_content_type(head: bytes, filename: str = "") -> str | None:
 
 def safe_filename(name: str | None, fallback: str = "lampiran") -> str:
     """A file name without directories, control or reserved characters, at most 255 chars."""
-    base = PureWindowsPath(PurePosixPath(name or "").name).name
+    # Percent-decoded first: "..%2F..%2Fetc" must not survive for a later decoder to expand.
+    base = PureWindowsPath(PurePosixPath(unquote(name or "")).name).name
     base = _UNSAFE.sub("_", unicodedata.normalize("NFC", base)).strip(" .")
     if not base:
         return fallback

@@ -81,6 +81,13 @@ class TelegramEmulator:
         self._delivery = asyncio.create_task(self._deliver_loop())
         return self.url
 
+    async def __aenter__(self) -> TelegramEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         if self._delivery is not None:
             self._delivery.cancel()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.support import BrokerProcess, PgDatabase
+from tests.integration.support import BrokerProcess, PgDatabase, kafka_env_for, running_broker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,13 +15,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[BrokerProcess]:
-    """One broker for the session; tests isolate themselves with topic prefixes."""
-    process = BrokerProcess()
-    process.start()
-    yield process
-    process.stop()
+broker = pytest.fixture(scope="session")(running_broker)
 
 
 @pytest.fixture
@@ -37,14 +30,4 @@ async def pg() -> AsyncIterator[PgDatabase]:
 @pytest.fixture
 def kafka_env(broker: BrokerProcess) -> dict[str, str]:
     """Environment that points a gateway at the shared broker with this test's own topics."""
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    return {
-        "LAPOR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-        "LAPOR_KAFKA__TOPIC_PREFIX": prefix,
-        "LAPOR_KAFKA__SINK_GROUP": f"{prefix}sink",
-        "LAPOR_KAFKA__RECEIPTS_GROUP": f"{prefix}receipts",
-        "LAPOR_KAFKA__PARTITIONS": "3",
-        # tansu refuses InitProducerId (docs/CHANNELS.md section 6).
-        "LAPOR_KAFKA__ENABLE_IDEMPOTENCE": "false",
-        "LAPOR_KAFKA__RECEIPT_TIMEOUT_S": "3",
-    }
+    return kafka_env_for(broker.bootstrap)

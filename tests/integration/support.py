@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,19 +45,20 @@ async def wait_for(check: Callable[[], Awaitable[T]], *, within: float, what: st
 class PgDatabase:
     """A PostgreSQL database created for one test and dropped after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, admin_url: str = PG_ADMIN_URL) -> None:
+        self.admin_url = admin_url
         self.name = f"lapor_test_{uuid.uuid4().hex[:12]}"
-        self.url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name
+        self.url = admin_url.rsplit("/", 1)[0] + "/" + self.name
 
     async def create(self) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
+        conn = await asyncpg.connect(self.admin_url)
         try:
             await conn.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await conn.close()
 
     async def drop(self) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
+        conn = await asyncpg.connect(self.admin_url)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         finally:
@@ -102,6 +103,29 @@ class BrokerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def kafka_env_for(bootstrap: str, *, receipt_timeout_s: float = 3) -> dict[str, str]:
+    """Environment that points a gateway at ``bootstrap`` with its own topics and groups."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    return {
+        "LAPOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAPOR_KAFKA__TOPIC_PREFIX": prefix,
+        "LAPOR_KAFKA__SINK_GROUP": f"{prefix}sink",
+        "LAPOR_KAFKA__RECEIPTS_GROUP": f"{prefix}receipts",
+        "LAPOR_KAFKA__PARTITIONS": "3",
+        # tansu refuses InitProducerId (docs/CHANNELS.md section 6).
+        "LAPOR_KAFKA__ENABLE_IDEMPOTENCE": "false",
+        "LAPOR_KAFKA__RECEIPT_TIMEOUT_S": str(receipt_timeout_s),
+    }
+
+
+def running_broker() -> Iterator[BrokerProcess]:
+    """Body of a session fixture: one broker; tests isolate themselves with topic prefixes."""
+    process = BrokerProcess()
+    process.start()
+    yield process
+    process.stop()
 
 
 class GatewayProcess:
