@@ -44,35 +44,29 @@ class CentralStore:
         if not complaints:
             return {}
         stored_us = now_us()
+        columns = 13
+        rows = [(c.id, c.tracking_code, c.channel, c.audit.account, c.native_id,
+                 utc_text(c.received_at), stored_us, c.classification.value, c.agency,
+                 c.location.region_code if c.location else None, c.confidential,
+                 c.reporter.anonymous, c.to_json().decode()) for c in complaints]
+        # One multi-row statement, not one per complaint: on SQLite each statement is a round
+        # trip to the connection's thread.
+        values = ", ".join("(" + ", ".join(f"${i * columns + j}" for j in range(1, columns + 1))
+                           + ")" for i in range(len(rows)))
         async with self._db.transaction() as tx:
-            for c in complaints:
-                await tx.execute(
-                    "INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
-                    " received_at, stored_us, classification, agency, region_code,"
-                    " confidential, anonymous, payload)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                    " ON CONFLICT DO NOTHING",
-                    c.id,
-                    c.tracking_code,
-                    c.channel,
-                    c.audit.account,
-                    c.native_id,
-                    utc_text(c.received_at),
-                    stored_us,
-                    c.classification.value,
-                    c.agency,
-                    c.location.region_code if c.location else None,
-                    c.confidential,
-                    c.reporter.anonymous,
-                    c.to_json().decode(),
-                )
+            await tx.execute(
+                "INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
+                " received_at, stored_us, classification, agency, region_code,"
+                f" confidential, anonymous, payload) VALUES {values} ON CONFLICT DO NOTHING",
+                *(value for row in rows for value in row),
+            )
             ids = [c.id for c in complaints]
             marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
-            rows = await tx.fetch(
+            found = await tx.fetch(
                 f"SELECT id, tracking_code, status, payload FROM complaints WHERE id IN ({marks})",
                 *ids,
             )
-        return {row[0]: Stored(row[0], row[1], row[2], str(row[3])) for row in rows}
+        return {row[0]: Stored(row[0], row[1], row[2], str(row[3])) for row in found}
 
     async def find(self, code: str) -> Stored | None:
         """The stored complaint with this tracking code, if any."""
