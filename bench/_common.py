@@ -270,8 +270,10 @@ def load(url: str, *, concurrency: int, seconds: float, rate: float = 0.0, proce
 class Process:
     """A child process (gateway or baseline) with its log under ``log_path``."""
 
-    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path,
+                 cwd: Path = ROOT) -> None:
         self.argv = argv
+        self.cwd = cwd
         self.env = dict(env)
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
@@ -280,7 +282,7 @@ class Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log,
-                                          stdin=subprocess.DEVNULL, cwd=ROOT)
+                                          stdin=subprocess.DEVNULL, cwd=self.cwd)
 
     @property
     def pid(self) -> int:
@@ -344,11 +346,12 @@ def gateway_env(data_dir: Path, port: int, extra: Mapping[str, str] | None = Non
 
 
 def start_gateway(data_dir: Path, *, extra_env: Mapping[str, str] | None = None,
-                  args: Sequence[str] = ()) -> tuple[Process, str]:
-    """``lapor-gateway run`` on a free port; returns it (ready) and its base URL."""
+                  args: Sequence[str] = (), tree: Path = ROOT) -> tuple[Process, str]:
+    """``lapor-gateway run`` on a free port; returns it (ready) and its base URL. ``tree``:
+    the source tree to run (another checkout, for a before/after comparison in one run)."""
     port = free_port()
     process = Process([sys.executable, "-m", "gateway.cli", "run", *args],
-                      gateway_env(data_dir, port, extra_env), data_dir / "gateway.log")
+                      gateway_env(data_dir, port, extra_env), data_dir / "gateway.log", tree)
     process.start()
     url = f"http://127.0.0.1:{port}"
     process.wait_http(f"{url}/readyz")

@@ -5,6 +5,8 @@ Usage (from the repository root)::
     .venv/bin/python bench/webhook_ingest.py                     # full run (about 3 minutes)
     .venv/bin/python bench/webhook_ingest.py --seconds 4 --levels 4,32   # quick look
     .venv/bin/python bench/webhook_ingest.py --uvloop             # the gateway on uvloop
+    git archive COMMIT | tar -x -C /tmp/before                 # then, in the same run:
+    .venv/bin/python bench/webhook_ingest.py --before /tmp/before  # before/after columns
 
 Starts ``lapor-gateway run`` (embedded broker, SQLite, the WhatsApp webhook on) and, beside it
 in the same run, ``bench/_bare.py``: an aiohttp handler that only reads the body and answers
@@ -39,15 +41,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--processes", type=int, default=1, help="load generator processes")
     parser.add_argument("--uvloop", action="store_true", help="run the gateway with --uvloop")
-    parser.add_argument("--data-dir", type=Path, help="keep the gateway's data here")
+    parser.add_argument("--before", type=Path, metavar="TREE",
+                        help="also load a gateway run from this source tree (an earlier "
+                             "commit): its accepted/s as a ratio to this tree's")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
+    before_rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        data_dir = args.data_dir or Path(tmp)
+        data_dir = Path(tmp)
         gateway, gateway_url = start_gateway(
-            data_dir, args=["--uvloop"] if args.uvloop else [])
+            data_dir / "gateway", args=["--uvloop"] if args.uvloop else [])
         bare, bare_url = start_bare(data_dir)
+        old, old_url = (start_gateway(data_dir / "before", tree=args.before) if args.before
+                        else (None, ""))
         try:
             rows, peak = [], 0.0
             for level in levels:
@@ -57,6 +64,11 @@ def main() -> int:
                          seconds=args.seconds, processes=args.processes)
                 peak = max(peak, g.rate)
                 rows.append(_row(f"closed c={level}", g, b))
+                if old is not None:
+                    o = load(old_url + "/webhooks/whatsapp", concurrency=level,
+                             seconds=args.seconds, processes=args.processes)
+                    before_rows.append([f"closed c={level}", o.rate, o.p(99), g.rate, g.p(99),
+                                        round(g.rate / o.rate, 2) if o.rate else 0.0])
             half = peak / 2
             concurrency = max(levels)
             b = load(bare_url + "/webhooks/whatsapp", concurrency=concurrency,
@@ -67,9 +79,16 @@ def main() -> int:
         finally:
             gateway.stop()
             bare.stop()
+            if old is not None:
+                old.stop()
     print(table(["phase", "gw acc/s", "gw p50 ms", "gw p99 ms", "gw err", "bare acc/s",
                  "bare p50 ms", "bare p99 ms", "ratio"], rows,
                 title="WhatsApp webhook intake: gateway (durable) vs bare aiohttp handler"))
+    if before_rows:
+        print()
+        print(table(["phase", "before acc/s", "before p99 ms", "after acc/s", "after p99 ms",
+                     "after/before"], before_rows,
+                    title=f"Before ({args.before}) and after (this tree), same run"))
     best = max(r[-1] for r in rows[:-1])
     p99 = rows[-1][3]
     print()
