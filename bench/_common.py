@@ -339,30 +339,53 @@ def gateway_env(data_dir: Path, port: int, extra: Mapping[str, str] | None = Non
         "LAPOR_CONNECTORS__WHATSAPP__VERIFY_TOKEN": "bench-verify",
         "LAPOR_CONNECTORS__WHATSAPP__ACCESS_TOKEN": "bench-token",
         "LAPOR_CONNECTORS__WHATSAPP__PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        # Replies would go to the Graph API: an address nothing listens on (loopback only).
-        "LAPOR_CONNECTORS__WHATSAPP__API_BASE": "http://127.0.0.1:9/v21.0",
         **(extra or {}),
     }
 
 
+class Gateway:
+    """``lapor-gateway run`` on a free port, with a Graph API stand-in for its replies."""
+
+    def __init__(self, process: Process, url: str, graph: Process) -> None:
+        self.process = process
+        self.url = url
+        self.graph = graph
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.stop()
+        self.graph.stop()
+
+
 def start_gateway(data_dir: Path, *, extra_env: Mapping[str, str] | None = None,
-                  args: Sequence[str] = (), tree: Path = ROOT) -> tuple[Process, str]:
-    """``lapor-gateway run`` on a free port; returns it (ready) and its base URL. ``tree``:
-    the source tree to run (another checkout, for a before/after comparison in one run)."""
+                  args: Sequence[str] = (), tree: Path = ROOT) -> Gateway:
+    """``lapor-gateway run`` (ready) with the WhatsApp webhook on; its replies go to a
+    :mod:`_bare` stand-in of the Graph API. ``tree``: the source tree to run (another
+    checkout, for a before/after comparison in one run)."""
+    graph, graph_url = start_bare(data_dir, "graph")
     port = free_port()
+    env = {"LAPOR_CONNECTORS__WHATSAPP__API_BASE": f"{graph_url}/v21.0", **(extra_env or {})}
     process = Process([sys.executable, "-m", "gateway.cli", "run", *args],
-                      gateway_env(data_dir, port, extra_env), data_dir / "gateway.log", tree)
+                      gateway_env(data_dir, port, env), data_dir / "gateway.log", tree)
     process.start()
     url = f"http://127.0.0.1:{port}"
-    process.wait_http(f"{url}/readyz")
-    return process, url
+    try:
+        process.wait_http(f"{url}/readyz")
+    except BaseException:
+        process.stop()
+        graph.stop()
+        raise
+    return Gateway(process, url, graph)
 
 
-def start_bare(log_dir: Path) -> tuple[Process, str]:
+def start_bare(log_dir: Path, name: str = "bare") -> tuple[Process, str]:
     """The baseline: an aiohttp app that reads the body and answers 200, nothing else."""
     port = free_port()
     process = Process([sys.executable, str(ROOT / "bench" / "_bare.py"), str(port)], os.environ,
-                      log_dir / "bare.log")
+                      log_dir / f"{name}.log")
     process.start()
     url = f"http://127.0.0.1:{port}"
     process.wait_http(f"{url}/healthz")

@@ -106,8 +106,9 @@ def main() -> int:
             store_url = pg_admin.rsplit("/", 1)[0] + "/" + pg_name
             asyncio.run(_pg_admin(pg_admin, f'CREATE DATABASE "{pg_name}"'))
             extra["LAPOR_STORE__URL"] = store_url
-        gateway, url = start_gateway(data_dir, extra_env=extra,
-                                     args=["--uvloop"] if args.uvloop else [])
+        gateway = start_gateway(data_dir, extra_env=extra,
+                                args=["--uvloop"] if args.uvloop else [])
+        url = gateway.url
         store = Store(store_url)
         try:
             rows = _run(args, url, data_dir, store)

@@ -71,7 +71,8 @@ def main() -> int:
     samples: list[tuple[float, int, float, float]] = []  # (t, accepted, gateway, broker MiB)
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         data_dir = Path(tmp)
-        gateway, url = start_gateway(data_dir, extra_env=connector_env())
+        gateway = start_gateway(data_dir, extra_env=connector_env())
+        url = gateway.url
         broker = int((data_dir / "embedded-broker.pid").read_text().strip())
         accepted = 0
 

@@ -50,11 +50,11 @@ def main() -> int:
     before_rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         data_dir = Path(tmp)
-        gateway, gateway_url = start_gateway(
-            data_dir / "gateway", args=["--uvloop"] if args.uvloop else [])
+        gateway = start_gateway(data_dir / "gateway", args=["--uvloop"] if args.uvloop else [])
+        gateway_url = gateway.url
         bare, bare_url = start_bare(data_dir)
-        old, old_url = (start_gateway(data_dir / "before", tree=args.before) if args.before
-                        else (None, ""))
+        old = start_gateway(data_dir / "before", tree=args.before) if args.before else None
+        old_url = old.url if old is not None else ""
         try:
             rows, peak = [], 0.0
             for level in levels:
