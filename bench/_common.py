@@ -359,6 +359,20 @@ class Gateway:
         self.process.stop()
         self.graph.stop()
 
+    def wait_idle(self, within: float = 180.0) -> None:
+        """Wait until the outbox has nothing pending (the previous load went all the way
+        through), so one phase's backlog does not slow the next one down."""
+        deadline = time.monotonic() + within
+
+        async def pending() -> int:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{self.url}/readyz") as response:
+                body = await response.json()
+                return int(body.get("outbox", {}).get("pending", 0))
+
+        while time.monotonic() < deadline and asyncio.run(pending()) > 0:
+            time.sleep(0.5)
+
 
 def start_gateway(data_dir: Path, *, extra_env: Mapping[str, str] | None = None,
                   args: Sequence[str] = (), tree: Path = ROOT) -> Gateway:

@@ -57,22 +57,32 @@ def main() -> int:
         old_url = old.url if old is not None else ""
         try:
             rows, peak = [], 0.0
-            for level in levels:
+            for index, level in enumerate(levels):
                 b = load(bare_url + "/webhooks/whatsapp", concurrency=level,
                          seconds=args.seconds, processes=args.processes)
+                # Each gateway starts a phase with an empty outbox; with --before the two
+                # trees take turns going first.
+                if old is not None and index % 2:
+                    old.wait_idle()
+                    o = load(old_url + "/webhooks/whatsapp", concurrency=level,
+                             seconds=args.seconds, processes=args.processes)
+                gateway.wait_idle()
                 g = load(gateway_url + "/webhooks/whatsapp", concurrency=level,
                          seconds=args.seconds, processes=args.processes)
+                if old is not None and not index % 2:
+                    old.wait_idle()
+                    o = load(old_url + "/webhooks/whatsapp", concurrency=level,
+                             seconds=args.seconds, processes=args.processes)
                 peak = max(peak, g.rate)
                 rows.append(_row(f"closed c={level}", g, b))
                 if old is not None:
-                    o = load(old_url + "/webhooks/whatsapp", concurrency=level,
-                             seconds=args.seconds, processes=args.processes)
                     before_rows.append([f"closed c={level}", o.rate, o.p(99), g.rate, g.p(99),
                                         round(g.rate / o.rate, 2) if o.rate else 0.0])
             half = peak / 2
             concurrency = max(levels)
             b = load(bare_url + "/webhooks/whatsapp", concurrency=concurrency,
                      seconds=args.seconds, rate=half, processes=args.processes)
+            gateway.wait_idle()
             g = load(gateway_url + "/webhooks/whatsapp", concurrency=concurrency,
                      seconds=args.seconds, rate=half, processes=args.processes)
             rows.append(_row(f"open {half:,.0f}/s", g, b))
