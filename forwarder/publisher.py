@@ -2,8 +2,7 @@
 
 It wakes when the intake commits new entries and otherwise when the next entry falls due.
 Entries Kafka accepted stay leased for the receipt timeout; entries it refused become due again
-after a short backoff. Nothing leaves the outbox here: only a receipt does that. Up to
-``PIPELINE`` batches are in flight at once (claims are leases, so rounds never overlap).
+after a short backoff. Nothing leaves the outbox here: only a receipt does that.
 """
 
 from __future__ import annotations
@@ -14,14 +13,11 @@ import logging
 from config.settings import KafkaSettings
 from errors import LaporError
 from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, ce_time, cloudevent_headers
-from forwarder.outbox import DueEntry, Outbox
+from forwarder.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0  # longest sleep when nothing is due (other instances may add entries)
-#: Rounds in flight at once: the next batch is claimed and handed to the producer while Kafka
-#: still acknowledges the previous ones (one round at a time left the pipe idle between them).
-PIPELINE = 3
 FAILURE_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # retry delays after consecutive failed rounds
 RECONNECT_AFTER = 3  # failed rounds in a row before the producer is rebuilt
 
@@ -39,7 +35,6 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._pending_tasks: set[asyncio.Task[None]] = set()
-        self._reconnecting = asyncio.Lock()
         self.published = 0
         self.failed_rounds = 0
         self.last_error: str | None = None
@@ -77,60 +72,25 @@ class Publisher:
         self.wake()
 
     async def _run(self) -> None:
-        in_flight: set[asyncio.Task[int]] = set()
-        try:
-            while not self._stopping.is_set():
-                published = await self._next_round(in_flight)
-                if published > 0:
-                    continue
-                await self._idle(published)
-        finally:
+        while not self._stopping.is_set():
             try:
-                if in_flight:
-                    await asyncio.wait(in_flight)
-            finally:  # stop() ran out of grace: what is still in flight is left for next start
-                for task in in_flight:
-                    task.cancel()
-
-    async def _next_round(self, in_flight: set[asyncio.Task[int]]) -> int:
-        """Claim a batch and start publishing it; with ``PIPELINE`` rounds in flight, wait for
-        one to finish first. Returns the batch size, 0 when nothing was due and every round
-        in flight went through, -1 when a round failed."""
-        failed = False
-        if len(in_flight) >= PIPELINE:
-            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            failed = any(task.result() < 0 for task in done)
-        if not failed:
-            try:
-                entries = await self._outbox.claim_due(self._settings.publish_batch,
-                                                       self._settings.receipt_timeout_s)
+                published = await self.publish_round()
             except LaporError as exc:  # store trouble: back off and try again
                 self.last_error = str(exc)
                 log.warning("publisher: round failed: %s", exc)
-                entries, failed = [], True
-            if entries:
-                task = asyncio.create_task(self._publish(entries), name="publisher-round")
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                return len(entries)
-        if in_flight:  # settle what is in flight before sleeping or backing off
-            done, _ = await asyncio.wait(in_flight)
-            failed = failed or any(task.result() < 0 for task in done)
-        return -1 if failed else 0
-
-    async def _idle(self, published: int) -> None:
-        """Sleep until new entries are committed, the next one falls due, or (after a failed
-        round) the backoff has passed."""
-        if published < 0:
-            delay = _backoff(self.failed_rounds)
-        else:
-            due = await self._safe_next_due()
-            delay = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due)
-        self._outbox.new_entries.clear()
-        try:
-            await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
-        except TimeoutError:
-            pass
+                published = -1
+            if published > 0:
+                continue
+            if published < 0:
+                delay = _backoff(self.failed_rounds)
+            else:
+                due = await self._safe_next_due()
+                delay = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due)
+            self._outbox.new_entries.clear()
+            try:
+                await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
+            except TimeoutError:
+                pass
 
     async def _safe_next_due(self) -> float | None:
         try:
@@ -138,18 +98,13 @@ class Publisher:
         except LaporError:
             return IDLE_POLL_S
 
-    async def _publish(self, entries: list[DueEntry]) -> int:
-        """Send claimed entries and record the outcome; -1 when none was accepted. Store
-        trouble while recording is logged and counts as a failed round (the leases run out
-        and the entries are claimed again)."""
-        try:
-            return await self._send(entries)
-        except LaporError as exc:
-            self.last_error = str(exc)
-            log.warning("publisher: round failed: %s", exc)
-            return -1
-
-    async def _send(self, entries: list[DueEntry]) -> int:
+    async def publish_round(self) -> int:
+        """Publish one batch of due entries. Returns how many Kafka accepted, -1 when the round
+        failed as a whole."""
+        entries = await self._outbox.claim_due(self._settings.publish_batch,
+                                               self._settings.receipt_timeout_s)
+        if not entries:
+            return 0
         if not self._producer.started:
             await self._reconnect()
         now = ce_time()
@@ -179,12 +134,6 @@ class Publisher:
         return len(ok)
 
     async def _reconnect(self) -> None:
-        if self._reconnecting.locked():
-            return  # another round is at it already
-        async with self._reconnecting:
-            await self._restart_producer()
-
-    async def _restart_producer(self) -> None:
         try:
             await self._producer.restart()
             log.info("publisher: producer reconnected")
