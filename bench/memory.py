@@ -15,8 +15,9 @@ the embedded broker (its child, ``tansu``, memory storage: it keeps every record
 so it grows with the load by design) reported separately.
 
 The load is signed WhatsApp webhooks (open loop, ``--rate`` per second) in one-minute rounds,
-with RSS sampled every ``--every`` seconds (the complaints column is the offered count at that
-moment; the last row is the accepted total). Goals (issue #11): gateway idle < 200 MiB, and no
+with RSS sampled every ``--every`` seconds (the "scheduled" column is what the load schedule
+had offered by then; a round that the gateway cannot keep up with runs longer; the last row is
+the accepted total). Goals (issue #11): gateway idle < 200 MiB, and no
 growth under steady load: the table shows the curve, and the verdict compares the last
 quarter's mean with the second quarter's (after warm-up).
 """
@@ -108,7 +109,7 @@ def main() -> int:
             gateway.stop()
     rows = [[f"{t:.0f}", int(min(t, seconds) * args.rate), g, b] for t, _, g, b in samples]
     rows[-1][1] = accepted
-    print(table(["t (s)", "complaints", "gateway RSS MiB", "broker RSS MiB"],
+    print(table(["t (s)", "scheduled", "gateway RSS MiB", "broker RSS MiB"],
                 [["idle", 0, idle[0], idle[1]], *rows],
                 title=f"Resident memory, all loopback connectors on, {args.rate:,.0f} "
                       f"complaints/s offered"))
