@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,test,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,test,dev,fast]'
 	touch $(STAMP)
 
 install: $(STAMP)

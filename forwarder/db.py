@@ -14,6 +14,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -99,19 +100,26 @@ def _sqlite_error(exc: Exception) -> Exception:
     return StoreError(f"sqlite: {exc}")
 
 
+@lru_cache(maxsize=512)
+def _sqlite_sql(sql: str) -> str:
+    """``$1`` placeholders as SQLite's ``?1`` (cached: the same statements come back, and a
+    multi-row INSERT has thousands of placeholders)."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
 class _SqliteTx(Executor):
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
         try:
-            await self._conn.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
+            await self._conn.execute(_sqlite_sql(sql), args)
         except sqlite3.Error as exc:
             raise _sqlite_error(exc) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
-            async with self._conn.execute(_PLACEHOLDER.sub(r"?\1", sql), args) as cur:
+            async with self._conn.execute(_sqlite_sql(sql), args) as cur:
                 return [tuple(r) for r in await cur.fetchall()]
         except sqlite3.Error as exc:
             raise _sqlite_error(exc) from exc

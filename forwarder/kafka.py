@@ -53,15 +53,21 @@ class Topics:
         return [self.complaints, self.receipts, self.dlq, self.status, self.alerts]
 
 
+def ce_time() -> bytes:
+    """The ``ce_time`` header value for now (one per batch is precise enough)."""
+    return datetime.now(UTC).isoformat().encode()
+
+
 def cloudevent_headers(ce_type: str, source: str, ce_id: str | None = None,
-                       **extra: str) -> list[tuple[str, bytes]]:
-    """CloudEvents Kafka binary-mode headers (``ce_*``) for one record."""
+                       time: bytes | None = None, **extra: str) -> list[tuple[str, bytes]]:
+    """CloudEvents Kafka binary-mode headers (``ce_*``) for one record; ``time`` from
+    :func:`ce_time` (default: now)."""
     headers = [
         ("ce_specversion", CE_SPECVERSION),
         ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
         ("ce_source", source.encode()),
         ("ce_type", ce_type.encode()),
-        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("ce_time", time or ce_time()),
         ("content-type", b"application/json"),
     ]
     headers.extend((f"ce_{key}", value.encode()) for key, value in extra.items())

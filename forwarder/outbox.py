@@ -131,8 +131,12 @@ class Outbox:
             while len(batch) < MAX_GROUP and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                async with self._db.transaction() as tx:
-                    results = [await self._insert(tx, request) for request in batch]
+                try:
+                    async with self._db.transaction() as tx:
+                        results = await self._insert_batch(tx, batch)
+                except _NeedsOneByOne:
+                    async with self._db.transaction() as tx:
+                        results = [await self._insert(tx, request) for request in batch]
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 if len(batch) > 1 and not is_retriable(exc):
                     # One bad request must not fail the others: commit each on its own.
@@ -161,6 +165,83 @@ class Outbox:
             request.future.set_result(result)
         if not result.duplicate:
             self.new_entries.set()
+
+    async def _insert_batch(self, tx: Executor, batch: list[_Request]) -> list[Added]:
+        """The whole group in three statements (known ids, recent repeats, one multi-row
+        INSERT; one more per extra channel account in the group) instead of two or three per
+        complaint: on SQLite each statement is a round
+        trip to the connection's thread, which is what bounded the accept rate.
+
+        Same outcome as :meth:`_insert` one by one, in order (a repeat or a redelivery later
+        in the same group is a duplicate of the earlier one). When the INSERT skips a row
+        (a tracking-code collision) it raises :class:`_NeedsOneByOne`: the transaction rolls
+        back and the group is written one by one, where collisions are resolved.
+        """
+        ids = list(dict.fromkeys(r.complaint.id for r in batch))
+        known = {row[0]: row[1] for row in await tx.fetch(
+            f"SELECT id, tracking_code FROM outbox WHERE id IN ({_placeholders(len(ids), 1)})",
+            *ids)}
+        now = now_us()
+        # (channel, account, sender, text hash) -> earlier complaints, oldest first. One query
+        # per (channel, account) in the group, on the outbox_sender_text index.
+        repeats: dict[tuple[str, str, str, str], list[tuple[str, str, int]]] = {}
+        checks: dict[tuple[str, str], list[_Request]] = {}
+        for r in batch:
+            if r.text_hash is not None:
+                checks.setdefault((r.complaint.channel, r.complaint.audit.account), []).append(r)
+        for (channel, account), requests in checks.items():
+            senders = list(dict.fromkeys(r.sender_key for r in requests))
+            hashes = list(dict.fromkeys(r.text_hash for r in requests))
+            oldest = now - int(max(r.repeat_window_s for r in requests) * 1_000_000)
+            for row in await tx.fetch(
+                    "SELECT id, tracking_code, sender_key, text_hash, created_us FROM outbox"
+                    " WHERE channel = $1 AND account = $2 AND created_us >= $3"
+                    f" AND sender_key IN ({_placeholders(len(senders), 4)})"
+                    f" AND text_hash IN ({_placeholders(len(hashes), 4 + len(senders))})"
+                    " ORDER BY created_us", channel, account, oldest, *senders, *hashes):
+                repeats.setdefault((channel, account, row[2], row[3]), []).append(
+                    (row[0], row[1], int(row[4])))
+        results: list[Added | None] = []
+        rows: list[tuple[object, ...]] = []
+        for request in batch:
+            complaint = request.complaint
+            if complaint.id in known:
+                results.append(Added(complaint.id, known[complaint.id], duplicate=True))
+                continue
+            key = (complaint.channel, complaint.audit.account, request.sender_key or "",
+                   request.text_hash or "")
+            if request.text_hash is not None:
+                since = now - int(request.repeat_window_s * 1_000_000)
+                repeat = next((r for r in repeats.get(key, ()) if r[2] >= since), None)
+                if repeat is not None:
+                    results.append(Added(repeat[0], repeat[1], duplicate=True))
+                    continue
+            code = tracking_code(complaint.id)
+            if code != complaint.tracking_code:
+                complaint = complaint.model_copy(update={"tracking_code": code})
+            known[complaint.id] = code
+            if request.text_hash is not None:
+                repeats.setdefault(key, []).append((complaint.id, code, now))
+            rows.append((complaint.id, code, complaint.channel, complaint.audit.account,
+                         complaint.native_id, complaint.to_json().decode(),
+                         request.raw_payload, request.raw_content_type, now, now,
+                         request.reply_hints, request.sender_key, complaint.thread_of,
+                         request.text_hash))
+            results.append(None)
+        if rows:
+            width = len(rows[0])
+            values = ", ".join(f"({_placeholders(width, 1 + i * width)})"
+                               for i in range(len(rows)))
+            inserted = await tx.fetch(
+                "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
+                " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
+                f" sender_key, thread_of, text_hash) VALUES {values}"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                *(value for row in rows for value in row))
+            if len(inserted) != len(rows):
+                raise _NeedsOneByOne
+        return [r if r is not None else Added(b.complaint.id, known[b.complaint.id], False)
+                for r, b in zip(results, batch, strict=True)]
 
     async def _insert(self, tx: Executor, request: _Request) -> Added:
         complaint = request.complaint
@@ -448,6 +529,10 @@ def _dead_letter_json(row: tuple[object, ...]) -> dict[str, object]:
     keys = ("id", "channel", "account", "reason", "content_type", "created_us", "replayed_us",
             "size", "source", "replay_result", "replay_count")
     return dict(zip(keys, row[:len(keys)], strict=True))
+
+
+class _NeedsOneByOne(Exception):
+    """A group cannot take the fast path (a tracking-code collision): write it one by one."""
 
 
 def _placeholders(count: int, start: int) -> str:

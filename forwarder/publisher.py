@@ -12,7 +12,7 @@ import logging
 
 from config.settings import KafkaSettings
 from errors import LaporError
-from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, cloudevent_headers
+from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, ce_time, cloudevent_headers
 from forwarder.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,11 @@ class Publisher:
             return 0
         if not self._producer.started:
             await self._reconnect()
+        now = ce_time()
         records = [
             (e.complaint_id.encode(), e.payload,
              cloudevent_headers(CE_TYPE_COMPLAINT, self._source, ce_id=e.complaint_id,
-                                subject=e.complaint_id))
+                                time=now, subject=e.complaint_id))
             for e in entries
         ]
         results = await self._producer.send_many(self._topics.complaints, records)

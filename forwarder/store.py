@@ -28,6 +28,7 @@ from normalizer.revisions import revision
 from normalizer.schema import Complaint
 
 EXPORT_PAGE = 1000  # rows fetched per round trip by iter_all
+INSERT_CHUNK = 1000  # complaints per INSERT statement (15 parameters each)
 
 
 def utc_text(moment: datetime) -> str:
@@ -105,30 +106,30 @@ class CentralStore:
         if not complaints:
             return {}
         stored_us = now_us()
+        rows = [(c.id, c.tracking_code, c.channel, c.audit.account, c.native_id,
+                 utc_text(c.received_at), stored_us, c.classification.value, c.agency,
+                 c.location.region_code if c.location else None, c.confidential,
+                 c.reporter.anonymous, c.to_json().decode(),
+                 utc_text(self._calendar.add_working_days(c.received_at, VERIFY_DAYS)),
+                 utc_text(self._calendar.add_calendar_days(c.received_at, SETTLE_DAYS)))
+                for c in complaints]
         async with self._db.transaction() as tx:
-            for c in complaints:
+            # Multi-row statements, not one per complaint: on SQLite each statement is a round
+            # trip to the connection's thread. Chunked below both drivers' parameter limits.
+            for chunk in range(0, len(rows), INSERT_CHUNK):
+                part = rows[chunk:chunk + INSERT_CHUNK]
+                width = len(part[0])
+                values = ", ".join(
+                    "(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
+                    for i in range(len(part)))
                 await tx.execute(
                     "INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
                     " received_at, stored_us, classification, agency, region_code,"
                     " confidential, anonymous, payload, verify_due, settle_due)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-                    " ON CONFLICT DO NOTHING",
-                    c.id,
-                    c.tracking_code,
-                    c.channel,
-                    c.audit.account,
-                    c.native_id,
-                    utc_text(c.received_at),
-                    stored_us,
-                    c.classification.value,
-                    c.agency,
-                    c.location.region_code if c.location else None,
-                    c.confidential,
-                    c.reporter.anonymous,
-                    c.to_json().decode(),
-                    utc_text(self._calendar.add_working_days(c.received_at, VERIFY_DAYS)),
-                    utc_text(self._calendar.add_calendar_days(c.received_at, SETTLE_DAYS)),
+                    f" VALUES {values} ON CONFLICT DO NOTHING",
+                    *(value for row in part for value in row),
                 )
+            for c in complaints:
                 if c.revisions:  # an edited text replaces an older one, never the reverse
                     await tx.execute(
                         "UPDATE complaints SET payload = $1, revision = $2, classification = $3,"
@@ -138,11 +139,11 @@ class CentralStore:
                     )
             ids = [c.id for c in complaints]
             marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
-            rows = await tx.fetch(
+            found = await tx.fetch(
                 f"SELECT id, tracking_code, status, payload FROM complaints WHERE id IN ({marks})",
                 *ids,
             )
-        return {row[0]: Stored(row[0], row[1], row[2], str(row[3])) for row in rows}
+        return {row[0]: Stored(row[0], row[1], row[2], str(row[3])) for row in found}
 
     async def find(self, code: str) -> Stored | None:
         """The stored complaint with this tracking code, if any."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import re._parser as re_parser  # type: ignore[import-not-found]  # no stubs; stable since 3.11
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -238,6 +239,8 @@ class _Rule:
     weight: float
     pattern: re.Pattern[str]
     unless: re.Pattern[str] | None
+    #: What a match can begin with (see :func:`_match_starts`); None: anything.
+    starts: frozenset[str] | None = None
 
     def match(self, text: str) -> str | None:
         """The words this rule matched in ``text``, or None."""
@@ -245,6 +248,100 @@ class _Rule:
             return None
         found = self.pattern.search(text)
         return found.group(0).strip() if found else None
+
+
+# A prefilter that skips the rules which cannot match: most rules are ``\b(word|word|...)``, so
+# a match begins at a word start with one of a few known letter sequences. A rule whose
+# patterns all start so gets the set of its possible first PREFIX_LEN characters; a text gets
+# the set of the first 1..PREFIX_LEN characters of each of its words; disjoint sets mean the
+# rule's regular expressions need not run (they were most of the cost of routing).
+PREFIX_LEN = 3
+PREFIX_LIMIT = 512  # more possible beginnings than this: no prefilter for the rule
+_WORD_START = re.compile(r"\b\w")
+_WORD_CHAR = re.compile(r"\w")
+
+
+class _NoPrefix(Exception):
+    """The pattern's beginnings cannot be listed (a class like ``\\w``, a flag, too many)."""
+
+
+def _match_starts(patterns: Sequence[str]) -> frozenset[str] | None:
+    """Every possible first ``PREFIX_LEN`` characters (fewer for a shorter match) of a match of
+    any of ``patterns``, when each starts with ``\\b`` and then a word character; else None."""
+    out: set[str] = set()
+    for pattern in patterns:
+        try:
+            parsed = re_parser.parse(pattern)
+            if parsed.state.flags & ~re.UNICODE:
+                return None
+            items = list(parsed)
+            if not items or items[0] != (re_parser.AT, re_parser.AT_BOUNDARY):
+                return None
+            found = _walk(items[1:], {""})
+        except (_NoPrefix, re.error, RecursionError):
+            return None
+        if any(not s or not _WORD_CHAR.match(s[0]) for s in found):
+            return None
+        out |= found
+    return frozenset(out)
+
+
+def _walk(items: Sequence[tuple[Any, Any]], states: set[str]) -> set[str]:
+    """Extend each partial beginning in ``states`` by what ``items`` can match next."""
+    for op, av in items:
+        done = {s for s in states if len(s) >= PREFIX_LEN}
+        active = states - done
+        if not active:
+            return states
+        if op is re_parser.LITERAL:
+            active = {s + chr(av) for s in active}
+        elif op is re_parser.IN:
+            chars = _charset(av)
+            active = {s + c for s in active for c in chars}
+        elif op is re_parser.BRANCH:
+            active = set().union(*(_walk(list(branch), active) for branch in av[1]))
+        elif op is re_parser.SUBPATTERN:
+            if av[1] or av[2]:
+                raise _NoPrefix
+            active = _walk(list(av[3]), active)
+        elif op in (re_parser.MAX_REPEAT, re_parser.MIN_REPEAT):
+            low, high, sub = av
+            result = set(active) if low == 0 else set()
+            current = active
+            for count in range(1, min(high, PREFIX_LEN) + 1):
+                current = _walk(list(sub), current)
+                if count >= low:
+                    result |= current
+            if low > PREFIX_LEN:
+                result |= current
+            active = result
+        elif op in (re_parser.AT, re_parser.ASSERT, re_parser.ASSERT_NOT):
+            pass  # consumes nothing; ignoring it only widens the set
+        else:
+            raise _NoPrefix
+        states = done | active
+        if len(states) > PREFIX_LIMIT:
+            raise _NoPrefix
+    return states
+
+
+def _charset(items: Sequence[tuple[Any, Any]]) -> list[str]:
+    chars: list[str] = []
+    for op, av in items:
+        if op is re_parser.LITERAL:
+            chars.append(chr(av))
+        elif op is re_parser.RANGE and av[1] - av[0] < 64:
+            chars.extend(chr(c) for c in range(av[0], av[1] + 1))
+        else:
+            raise _NoPrefix
+    return chars
+
+
+@lru_cache(maxsize=16)
+def _text_starts(text: str) -> frozenset[str]:
+    """The first 1..PREFIX_LEN characters of every word of ``text``."""
+    return frozenset(text[m.start():m.start() + k] for m in _WORD_START.finditer(text)
+                     for k in range(1, PREFIX_LEN + 1))
 
 
 def _alternation(patterns: Sequence[str]) -> re.Pattern[str]:
@@ -271,7 +368,8 @@ def _compile_rules(raw: Iterable[dict[str, Any]], source: str, known: Iterable[s
             raise ConfigError(f"{source}: rule {spec.id!r}: duplicate rule id")
         seen.add(spec.id)
         rules.append(_Rule(spec.id, spec.value, spec.weight, _alternation(spec.patterns),
-                           _alternation(spec.unless) if spec.unless else None))
+                           _alternation(spec.unless) if spec.unless else None,
+                           _match_starts(spec.patterns)))
     return rules
 
 
@@ -288,7 +386,10 @@ def _vote(rules: Sequence[_Rule], text: str) -> tuple[dict[str, float], _Best]:
     """Sum the weights of matching rules per value; remember each value's heaviest rule."""
     scores: dict[str, float] = {}
     best: dict[str, tuple[_Rule, str]] = {}
+    starts = _text_starts(text)
     for rule in rules:
+        if rule.starts is not None and rule.starts.isdisjoint(starts):
+            continue  # no word of the text begins the way a match must
         matched = rule.match(text)
         if matched is None:
             continue

@@ -65,7 +65,7 @@ async def test_sink_stores_valid_records_and_dead_letters_the_rest(
     assert await store.count() == 1
     receipt = orjson.loads(receipts[0].value)  # type: ignore[attr-defined]
     assert receipt == {"id": good.id, "tracking_code": good.tracking_code, "status": "received",
-                       "channel": "api", "thread_of": None}
+                       "channel": "api", "thread_of": None, "revision": 0}
     assert sorted(r.value for r in dead) == sorted(  # type: ignore[attr-defined]
         [b'{"schema_version": "1", "body": ""}', b"\xff\xfe not json"])
     for record in dead:

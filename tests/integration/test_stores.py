@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,32 @@ async def test_concurrent_adds_of_one_message_make_one_entry(db: Database) -> No
     assert len({(r.complaint_id, r.tracking_code) for r in results}) == 1
     assert [r.duplicate for r in results].count(False) == 1
     assert (await db.fetchrow("SELECT count(*) FROM outbox"))[0] == 1  # type: ignore[index]
+
+
+async def test_one_group_commit_keeps_redeliveries_and_repeats_in_order(db: Database) -> None:
+    def add(outbox: Outbox, native_id: str, text: str, sender: str) -> Any:
+        return outbox.add(_complaint(native_id, text), b"raw", "text/plain", sender_key=sender,
+                          repeat_window_s=3600)
+
+    async with Outbox(db) as outbox:
+        earlier = await add(outbox, "old", "Lampu jalan mati.", "s1")
+        results = await asyncio.gather(
+            add(outbox, "a", "Got depan pasar tersumbat.", "s2"),
+            add(outbox, "b", "got depan pasar  TERSUMBAT!", "s2"),  # a repeat of "a"
+            add(outbox, "a", "Got depan pasar tersumbat.", "s2"),  # a redelivery of "a"
+            add(outbox, "c", "lampu jalan mati", "s1"),  # a repeat of the earlier one
+            add(outbox, "d", "Lampu jalan mati.", "s3"),  # same words, another sender
+        )
+    first, repeat, redelivery, old_repeat, other = results
+    assert not first.duplicate and not other.duplicate
+    assert (repeat.complaint_id, repeat.tracking_code, repeat.duplicate) == \
+        (first.complaint_id, first.tracking_code, True)
+    assert (redelivery.complaint_id, redelivery.duplicate) == (first.complaint_id, True)
+    assert (old_repeat.complaint_id, old_repeat.duplicate) == (earlier.complaint_id, True)
+    rows = await db.fetch("SELECT id, tracking_code FROM outbox ORDER BY id")
+    assert sorted(rows) == sorted([(earlier.complaint_id, earlier.tracking_code),
+                                   (first.complaint_id, first.tracking_code),
+                                   (other.complaint_id, other.tracking_code)])
 
 
 async def test_tracking_code_collision_gets_the_next_code(

@@ -221,3 +221,32 @@ def test_bad_gazetteer_code(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         Router.from_files(tmp_path / "nope.toml")
+
+
+def test_match_starts_lists_what_a_match_can_begin_with() -> None:
+    from normalizer.routing import _match_starts
+
+    assert _match_starts([r"\b(pu|dinas (pu|pekerjaan))\b"]) == {"pu", "din"}
+    assert _match_starts([r"\bpdam", r"\bperumdam?\b"]) == {"pda", "per"}
+    assert _match_starts([r"\b[bp]anjir"]) == {"ban", "pan"}
+    assert _match_starts([r"\b(ke ?mana)\b"]) == {"ke ", "kem"}
+    # Beginnings that cannot be listed: no prefilter, the rule always runs.
+    assert _match_starts([r"\bpdam", r"\w+ hari"]) is None
+    assert _match_starts([r"\b\w+ (hari|minggu)\b"]) is None
+    assert _match_starts([r"(?i)\bpdam"]) is None
+
+
+def test_the_prefilter_never_changes_a_decision(router: Router) -> None:
+    """Every labelled text routes the same with the prefilter and with every rule run."""
+    import dataclasses
+
+    data = Path(__file__).resolve().parent.parent / "data" / "complaints_eval.jsonl"
+    texts = [json.loads(line)["text"] for line in data.read_text("utf-8").splitlines()
+             if line.strip()]
+    fast = [router.route(text) for text in texts]
+    slow_router = Router.from_files()
+    for rules in (slow_router._class_rules, slow_router._category_rules,
+                  slow_router._agency_rules):
+        assert any(rule.starts is not None for rule in rules)
+        rules[:] = [dataclasses.replace(rule, starts=None) for rule in rules]
+    assert [slow_router.route(text) for text in texts] == fast

@@ -1,0 +1,197 @@
+"""End to end: from the webhook's 200 to the row in the central store, and the drain after a
+broker outage.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/end_to_end.py                          # full run (about 4 minutes)
+    .venv/bin/python bench/end_to_end.py --duration 10 --outage 15    # quick look
+    .venv/bin/python bench/end_to_end.py --store postgresql://postgres@127.0.0.1:5432/postgres
+
+Starts ``lapor-gateway run`` (embedded broker; SQLite, or a fresh PostgreSQL database created
+on the server of ``--store`` and dropped afterwards) with the WhatsApp webhook on.
+
+1. Latency: signed WhatsApp webhooks at ``--rate`` per second (open loop) for ``--duration``
+   seconds. For every accepted complaint: the central store's ``stored_us`` minus the moment
+   the client got its 200. p50/p99 (goal: p99 <= 1 s at 1,000 complaints/s).
+2. Outage: the embedded broker (``data_dir/embedded-broker.pid``) is frozen with SIGSTOP for
+   ``--outage`` seconds while the same load goes on (accepted into the outbox only), then
+   SIGCONT. Drain: backlog / time from SIGCONT until the last of it is in the central store,
+   and the steady rate between 10% and 90% of the backlog (which leaves out the reconnect).
+   Goal: >= 5,000 complaints/s from the outbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+from _common import PHONE_NUMBER_ID, load, percentile, start_gateway, table
+
+from normalizer.ids import complaint_id
+
+GOAL_P99_S = 1.0
+GOAL_DRAIN = 5000.0
+
+
+class Store:
+    """Reads the central store the gateway writes (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        if self.url.startswith("sqlite:///"):
+            conn = sqlite3.connect(f"file:{self.url.removeprefix('sqlite:///')}?mode=ro",
+                                   uri=True, timeout=30)
+            try:
+                return list(conn.execute(sql.replace("$1", "?"), args))
+            finally:
+                conn.close()
+        return asyncio.run(self._pg(sql, *args))
+
+    async def _pg(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(self.url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    def count(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM complaints")[0][0])  # type: ignore[call-overload]
+
+    def stored_us(self, ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("'" + i + "'" for i in chunk)  # hex ids only
+            for cid, stored in self.query(
+                    f"SELECT id, stored_us FROM complaints WHERE id IN ({marks})"):
+                out[str(cid)] = int(stored)  # type: ignore[call-overload]
+        return out
+
+
+def wait_count(store: Store, target: int, within: float) -> float | None:
+    """Seconds until the store holds ``target`` complaints (None: not within ``within``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if store.count() >= target:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="complaints per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="latency phase, seconds")
+    parser.add_argument("--outage", type=float, default=60.0, help="broker outage, seconds")
+    parser.add_argument("--store", help="a PostgreSQL server URL (default: SQLite)")
+    parser.add_argument("--uvloop", action="store_true", help="run the gateway with --uvloop")
+    args = parser.parse_args()
+
+    pg_admin, pg_name = args.store, f"lapor_bench_{uuid.uuid4().hex[:10]}"
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        data_dir = Path(tmp)
+        store_url = f"sqlite:///{data_dir}/lapor.db"
+        extra: dict[str, str] = {}
+        if pg_admin:
+            store_url = pg_admin.rsplit("/", 1)[0] + "/" + pg_name
+            asyncio.run(_pg_admin(pg_admin, f'CREATE DATABASE "{pg_name}"'))
+            extra["LAPOR_STORE__URL"] = store_url
+        gateway = start_gateway(data_dir, extra_env=extra,
+                                args=["--uvloop"] if args.uvloop else [])
+        url = gateway.url
+        store = Store(store_url)
+        try:
+            rows = _run(args, url, data_dir, store)
+        finally:
+            gateway.stop()
+            if pg_admin:
+                asyncio.run(_pg_admin(pg_admin,
+                                      f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
+    print(table(["measure", "value", "goal", "verdict"], rows,
+                title=f"End to end ({'PostgreSQL' if pg_admin else 'SQLite'} store, "
+                      "embedded broker)"))
+    return 0
+
+
+def _run(args: argparse.Namespace, url: str, data_dir: Path,
+         store: Store) -> list[list[object]]:
+    webhook = url + "/webhooks/whatsapp"
+    concurrency = 256
+    # Warm up: the sink's consumer group has joined and the first records went through.
+    warm = load(webhook, concurrency=8, seconds=2, rate=50)
+    if wait_count(store, warm.ok, within=120) is None:
+        raise SystemExit("warm-up complaints did not reach the central store in 120 s")
+    base = store.count()
+
+    # 1. latency from 200 to the central store
+    result = load(webhook, concurrency=concurrency, seconds=args.duration, rate=args.rate)
+    ids = {complaint_id("whatsapp", PHONE_NUMBER_ID, wamid): at for wamid, at in result.answered}
+    settle = wait_count(store, base + len(ids), within=120)
+    stored = store.stored_us(list(ids))
+    delays = [stored[cid] / 1e6 - at for cid, at in ids.items() if cid in stored]
+    p50, p99 = percentile(delays, 50), percentile(delays, 99)
+    rows: list[list[object]] = [
+        ["offered rate (complaints/s)", args.rate, "", ""],
+        ["accepted rate (complaints/s)", result.rate, "", ""],
+        ["webhook p99 (ms)", result.p(99), "", ""],
+        ["200 -> central store p50 (s)", p50, "", ""],
+        ["200 -> central store p99 (s)", p99, f"<= {GOAL_P99_S:.0f}",
+         "met" if p99 <= GOAL_P99_S and settle is not None else "MISSED"],
+    ]
+    before = store.count()
+
+    # 2. broker outage: complaints pile up in the outbox, then drain
+    broker_pid = int((data_dir / "embedded-broker.pid").read_text().strip())
+    os.kill(broker_pid, signal.SIGSTOP)
+    try:
+        outage = load(webhook, concurrency=concurrency, seconds=args.outage, rate=args.rate)
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    backlog = outage.ok
+    marks = {0.1: 0.0, 0.9: 0.0}
+    done: float | None = None
+    while time.monotonic() - resumed < 600:
+        have = store.count() - before
+        now = time.monotonic() - resumed
+        for frac in marks:
+            if not marks[frac] and have >= frac * backlog:
+                marks[frac] = now
+        if have >= backlog:
+            done = now
+            break
+        time.sleep(0.05)
+    overall = backlog / done if done else 0.0
+    steady = (0.8 * backlog / (marks[0.9] - marks[0.1])) if marks[0.9] > marks[0.1] else 0.0
+    rows += [
+        ["outage (s)", args.outage, "", ""],
+        ["backlog accepted during outage", backlog, "", ""],
+        ["drain: resume -> all stored (s)", done if done is not None else "not in 600 s", "", ""],
+        ["drain rate, overall (complaints/s)", overall, f">= {GOAL_DRAIN:,.0f}",
+         "met" if overall >= GOAL_DRAIN else "MISSED"],
+        ["drain rate, 10%-90% (complaints/s)", steady, f">= {GOAL_DRAIN:,.0f}",
+         "met" if steady >= GOAL_DRAIN else "MISSED"],
+    ]
+    return rows
+
+
+async def _pg_admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
