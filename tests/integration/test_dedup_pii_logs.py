@@ -21,8 +21,8 @@ from forwarder.outbox import Outbox
 from forwarder.replies import ReplyQueue
 from forwarder.store import CentralStore
 from gateway.attachments import AttachmentStore
-from gateway.cli import _setup_logging as setup_logging
 from gateway.intake import GatewayIntake, NearDuplicates
+from gateway.logging_json import setup_logging
 from gateway.status import StatusService
 from normalizer.raw import RawMessage, Sender
 from normalizer.routing import Router
