@@ -19,9 +19,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 
+from connectors.base import ReplyTarget
+from connectors.email import EmailConnector
 from tests.emulators.dovecot import DovecotServer, free_port
 from tests.integration.support import GatewayProcess, PgDatabase, wait_for
-from tests.integration.test_email import PASSWORD, USER, SmtpSink, append, dovecot
+from tests.integration.test_email import PASSWORD, USER, SmtpSink, append, dovecot, settings
 from tests.integration.test_lifecycle_end_to_end import AGENCY, _event
 from tests.unit.test_email_mime import OURS, plain
 
@@ -195,3 +197,17 @@ async def test_status_by_email_once_across_kill9_and_status_batal_commands(
     finally:
         await producer.stop()
         assert gateway.terminate() == 0, gateway.log()
+
+
+async def test_a_notice_owed_by_email_for_another_channel_goes_from_the_first_smtp_mailbox(
+        flaky_smtp: tuple[FlakySink, int]) -> None:
+    sink, smtp_port = flaky_smtp
+    connector = EmailConnector(settings(1, smtp_port))  # sending needs no IMAP
+    target = ReplyTarget(complaint_id="0123456789abcdef0123456789abcdef",
+                         tracking_code="K7M2Q-9XD4T", channel="email", account="", native_id="",
+                         address=CITIZEN, kind="status:v-wa>email")
+    provider_id = await connector.send_reply(target, "Laporan K7M2Q-9XD4T telah diverifikasi.")
+    [message] = sink.to(CITIZEN)
+    assert message["Message-ID"].strip() == provider_id and OURS in message["From"]
+    assert message["Subject"] == "Perkembangan laporan Anda [K7M2Q-9XD4T]"
+    assert "telah diverifikasi" in message.get_content()
