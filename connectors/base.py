@@ -153,6 +153,7 @@ class ReplyTarget:
     native_id: str
     address: str | None
     hints: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "ack"  # the reply queue's kind: "ack", "status:<event id>", "<kind>><channel>"
 
 
 class ConnectorState(StrEnum):

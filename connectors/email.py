@@ -16,8 +16,14 @@ durable, or whose message was recorded as a dead letter, are flagged ``\\Seen`` 
 * Follow-ups: an ``In-Reply-To``/``References`` naming one of our replies
   (``<KODE.complaint-id@our-domain>``) sets ``thread_of``; a tracking code in the subject is
   found by the intake (the subject is the title).
-* Replies: :meth:`EmailConnector.send_reply` answers from the mailbox the complaint came to,
-  threaded on the citizen's Message-ID (:mod:`connectors.email_smtp`).
+* Commands (:mod:`connectors.email_commands`): ``STATUS KODE`` is answered by email with the
+  public status (never a confidential complaint's content nor the reporter), ``BATAL KODE``
+  withdraws a complaint of the same sender address (within the intake's window); neither is
+  stored as a complaint or a follow-up. The answer is best effort (the citizen can ask again).
+* Replies: :meth:`EmailConnector.send_reply` answers from the mailbox the complaint came to
+  (a reply owed for a complaint from another channel: from the first mailbox that sends),
+  threaded on the citizen's Message-ID; status notices answer our acknowledgement
+  (:mod:`connectors.email_smtp`).
 """
 
 from __future__ import annotations
@@ -42,9 +48,18 @@ from connectors.base import (
     ReplyTarget,
     Sender,
 )
+from connectors.commands import status_text
+from connectors.email_commands import mail_command
 from connectors.email_imap import Cursor, Fetched, MailboxWorker
 from connectors.email_mime import ParsedMail, parse_mail
-from connectors.email_smtp import build_reply, complaint_of, send
+from connectors.email_smtp import (
+    answer_message_id,
+    build_message,
+    build_reply,
+    complaint_of,
+    reply_subject,
+    send,
+)
 from errors import (
     AttachmentRejected,
     ChannelRejected,
@@ -52,6 +67,8 @@ from errors import (
     StoreUnavailable,
     ValidationFailed,
 )
+from normalizer.ids import parse_tracking_code
+from normalizer.raw import sender_key
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +255,10 @@ class EmailConnector(BaseConnector):
             self.count("ignored")
             await self._record(box, "not a complaint: sent by one of our mailboxes", item.raw)
             return True
+        command = mail_command(parsed.subject, parsed.text)
+        if command is not None:
+            await self._command(box, parsed, self._raw(box, parsed, item, parsed.text), *command)
+            return True
         attachments, refused = await self._attachments(parsed)
         text = parsed.text
         names = [part.name for part in parsed.attachments] + list(parsed.skipped)
@@ -246,7 +267,15 @@ class EmailConnector(BaseConnector):
         if refused or parsed.skipped:
             text += "\n\n[Lampiran tidak disimpan: " + ", ".join(
                 [*refused, *parsed.skipped]) + "]"
-        raw = RawMessage(
+        try:
+            await self.submit(self._raw(box, parsed, item, text, attachments))
+        except ValidationFailed as exc:
+            await self._record(box, f"not a complaint: {exc}", item.raw)
+        return True
+
+    def _raw(self, box: MailboxSettings, parsed: ParsedMail, item: _Prepared, text: str,
+             attachments: Sequence[Attachment] = ()) -> RawMessage:
+        return RawMessage(
             channel=CHANNEL,
             account=box.from_address,
             native_id=_native_id(parsed, item.raw),
@@ -262,11 +291,35 @@ class EmailConnector(BaseConnector):
             raw_content_type="message/rfc822",
             reply_hints=_hints(parsed),
         )
+
+    async def _command(self, box: MailboxSettings, parsed: ParsedMail, raw: RawMessage,
+                       action: str, typed: str) -> None:
+        """Answer ``STATUS``/``BATAL`` by email to the sender's own address (``From``: a
+        withdrawal is theirs to make, and a forged ``From`` only informs its real owner)."""
+        code = parse_tracking_code(typed) if typed else None
+        if action == "status":
+            self.count("status_queries")
+            status = await self.intake.public_status(code) if code else None
+            text = status_text(code or typed.strip(), status)
+        else:
+            self.count("withdrawals")
+            text = await self.intake.withdraw(channel=CHANNEL, account=box.from_address,
+                                              sender_key=sender_key(raw), typed_code=typed or None)
+        if not parsed.from_address or not box.smtp_host:
+            return
+        message = build_message(
+            box, to=parsed.from_address, text=text,
+            subject=reply_subject(parsed.subject, code or "", "Status laporan"),
+            message_id=answer_message_id(raw.native_id, box.domain),
+            in_reply_to=parsed.message_id, references=" ".join(parsed.references[-9:]))
         try:
-            await self.submit(raw)
-        except ValidationFailed as exc:
-            await self._record(box, f"not a complaint: {exc}", item.raw)
-        return True
+            await send(box, message, self._settings.timeout_s)
+        except LaporError as exc:
+            self.record_error(f"{box.from_address}: command answer failed: {type(exc).__name__}")
+            log.warning("email %s: answer to a %s command failed: %s", box.from_address,
+                        action, exc)
+            return
+        self.count("replies_sent")
 
     async def _record(self, box: MailboxSettings, reason: str, payload: bytes) -> None:
         await self.intake.dead_letter(channel=CHANNEL, account=box.from_address, reason=reason,
@@ -295,10 +348,13 @@ class EmailConnector(BaseConnector):
 
     async def send_reply(self, target: ReplyTarget, text: str) -> str | None:
         """Email the acknowledgement from the mailbox the complaint came to, threaded on the
-        citizen's message; returns our Message-ID. Follow-ups are not answered (None)."""
-        box = self._boxes.get(target.account)
+        citizen's message (a status notice: on our acknowledgement); returns our Message-ID. A
+        reply owed for another channel's complaint (no account) goes from the first mailbox
+        with SMTP."""
+        box = self._boxes.get(target.account) if target.account else next(
+            (b for b in self._boxes.values() if b.smtp_host), None)
         if box is None:
-            raise ChannelRejected(f"email: no mailbox {target.account} configured")
+            raise ChannelRejected(f"email: no mailbox {target.account or 'with SMTP'} configured")
         address = target.hints.get("address") or target.address
         if not address:
             raise ChannelRejected("email: the complaint has no address to answer")
@@ -306,7 +362,8 @@ class EmailConnector(BaseConnector):
                               complaint_id=target.complaint_id,
                               subject=target.hints.get("subject", ""),
                               in_reply_to=target.hints.get("message_id") or None,
-                              references=target.hints.get("references", ""))
+                              references=target.hints.get("references", ""),
+                              kind=target.kind)
         await send(box, message, self._settings.timeout_s)
         self.count("replies_sent")
         return str(message["Message-ID"])

@@ -193,9 +193,10 @@ def _target(job: ReplyJob) -> ReplyTarget:
     if job.channel != complaint.channel:  # a fallback: the reporter's own address there
         address = reporter.phone if job.channel == "sms" else reporter.email
         return ReplyTarget(complaint_id=job.complaint_id, tracking_code=job.tracking_code,
-                           channel=job.channel, account="", native_id="", address=address)
+                           channel=job.channel, account="", native_id="", address=address,
+                           kind=job.kind)
     address = (job.reply_hints.get("address") or reporter.channel_user_id or reporter.phone
                or reporter.email)
     return ReplyTarget(complaint_id=job.complaint_id, tracking_code=job.tracking_code,
                        channel=job.channel, account=job.account, native_id=job.native_id,
-                       address=address, hints=job.reply_hints)
+                       address=address, hints=job.reply_hints, kind=job.kind)
