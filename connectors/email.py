@@ -30,6 +30,9 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Any, ClassVar, TypeVar
 
 from config.email import EmailSettings, MailboxSettings
@@ -38,6 +41,7 @@ from connectors.base import (
     BaseConnector,
     ConnectorState,
     Intake,
+    IntakeResult,
     RawMessage,
     ReplyTarget,
     Sender,
@@ -58,7 +62,14 @@ log = logging.getLogger(__name__)
 CHANNEL = "email"
 STOP_GRACE_S = 3.0  # then a worker blocked in a read has its socket shut down
 STOP_TIMEOUT_S = 10.0
+#: Where a kept message names the mailbox it was delivered to (for a replay).
+RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "To", "Cc")
 T = TypeVar("T")
+
+
+class _NotComplaint(ValidationFailed):
+    """A message that is not a complaint (auto-reply, bounce, our own, unreadable); the
+    message is the reason its dead letter keeps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,18 +237,48 @@ class EmailConnector(BaseConnector):
         return True
 
     async def _handle(self, box: MailboxSettings, item: _Prepared) -> bool:
+        try:
+            raw = await self._message(box, item)
+            await self.submit(raw)
+        except _NotComplaint as exc:
+            await self._record(box, str(exc), item.raw)
+        except ValidationFailed as exc:
+            await self._record(box, f"not a complaint: {exc}", item.raw)
+        return True
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept message (raw RFC 822 bytes) parsed and submitted again, for the mailbox
+        it was delivered to (``Delivered-To``/``X-Original-To``/``To``/``Cc``; the only
+        mailbox when there is one). Exact dedup on the Message-ID makes a second replay a
+        duplicate; what is still not a complaint raises ``ValidationFailed``."""
+        box = self._box_of(payload)
+        item = self.prepare(Fetched(uid=0, raw=payload, size=len(payload), too_large=False))
+        return await self.submit(await self._message(box, item))
+
+    def _box_of(self, payload: bytes) -> MailboxSettings:
+        if len(self._boxes) == 1:
+            return next(iter(self._boxes.values()))
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(payload)
+        named = getaddresses([str(value) for name in RECIPIENT_HEADERS
+                              for value in headers.get_all(name, [])])
+        for _, address in named:
+            box = self._boxes.get(address.lower())
+            if box is not None:
+                return box
+        raise ValidationFailed("the message names none of our mailboxes as its recipient")
+
+    async def _message(self, box: MailboxSettings, item: _Prepared) -> RawMessage:
+        """The complaint ``item`` is. Raises ``_NotComplaint`` (with the reason a dead
+        letter keeps) for what is not one."""
         parsed = item.parsed
         if parsed is None:  # kept as fetched (only the header of an oversized message)
-            await self._record(box, item.problem or "unreadable", item.raw)
-            return True
+            raise _NotComplaint(item.problem or "unreadable")
         if parsed.automatic is not None:
             self.count("ignored")
-            await self._record(box, f"not a complaint: {parsed.automatic}", item.raw)
-            return True
+            raise _NotComplaint(f"not a complaint: {parsed.automatic}")
         if parsed.from_address in self._boxes:
             self.count("ignored")
-            await self._record(box, "not a complaint: sent by one of our mailboxes", item.raw)
-            return True
+            raise _NotComplaint("not a complaint: sent by one of our mailboxes")
         attachments, refused = await self._attachments(parsed)
         text = parsed.text
         names = [part.name for part in parsed.attachments] + list(parsed.skipped)
@@ -246,7 +287,7 @@ class EmailConnector(BaseConnector):
         if refused or parsed.skipped:
             text += "\n\n[Lampiran tidak disimpan: " + ", ".join(
                 [*refused, *parsed.skipped]) + "]"
-        raw = RawMessage(
+        return RawMessage(
             channel=CHANNEL,
             account=box.from_address,
             native_id=_native_id(parsed, item.raw),
@@ -262,11 +303,6 @@ class EmailConnector(BaseConnector):
             raw_content_type="message/rfc822",
             reply_hints=_hints(parsed),
         )
-        try:
-            await self.submit(raw)
-        except ValidationFailed as exc:
-            await self._record(box, f"not a complaint: {exc}", item.raw)
-        return True
 
     async def _record(self, box: MailboxSettings, reason: str, payload: bytes) -> None:
         await self.intake.dead_letter(channel=CHANNEL, account=box.from_address, reason=reason,

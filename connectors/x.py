@@ -68,6 +68,7 @@ from connectors.base import (
     BaseConnector,
     ConnectorState,
     Intake,
+    IntakeResult,
     RawMessage,
     ReplyTarget,
     Sender,
@@ -402,26 +403,46 @@ class XConnector(BaseConnector):
         return submitted
 
     async def _submit_tweet(self, tweet: Mapping[str, Any], includes: Includes) -> None:
+        try:
+            await self._take_tweet(tweet, includes)
+        except ValidationFailed as exc:
+            # Nothing usable (only a mention) or a malformed tweet: kept as a dead letter and
+            # passed, so one bad tweet never holds the stream back; retrying cannot help.
+            log.info("x: tweet %s not accepted: %s", tweet.get("id"), exc)
+            self.count("dead_lettered")
+            await self.intake.dead_letter(
+                channel="x", account=self.account or "", reason=str(exc),
+                payload=orjson.dumps({"data": tweet}), content_type="application/json")
+
+    async def _take_tweet(self, tweet: Mapping[str, Any],
+                          includes: Includes) -> IntakeResult | None:
+        """Submit one tweet; None when it is deliberately not a complaint (ours, a retweet).
+        Raises ``ValidationFailed`` for a tweet that cannot be one (also a malformed one)."""
         if str(tweet.get("author_id")) == self.account:
-            return  # our own tweets (e.g. our replies mentioning ourselves) are not complaints
+            return None  # our own tweets (e.g. our replies mentioning us) are not complaints
         if any(ref.get("type") == "retweeted" for ref in tweet.get("referenced_tweets") or []):
-            return  # a retweet repeats someone's tweet; the original is the complaint
+            return None  # a retweet repeats someone's tweet; the original is the complaint
         thread_of = await self._thread_of(tweet)
         try:
             raw = tweet_to_raw(tweet, includes, account=self.account,
                                username=self._settings.username, connector=self.name,
                                thread_of=thread_of)
-            await self.submit(raw)
-        except (ValidationFailed, KeyError, TypeError, ValueError) as exc:
-            # Nothing usable (only a mention) or a malformed tweet: kept as a dead letter and
-            # passed, so one bad tweet never holds the stream back; retrying cannot help.
-            reason = str(exc) if isinstance(exc, ValidationFailed) else (
-                f"malformed tweet: {type(exc).__name__}")
-            log.info("x: tweet %s not accepted: %s", tweet.get("id"), reason)
-            self.count("dead_lettered")
-            await self.intake.dead_letter(
-                channel="x", account=self.account or "", reason=reason,
-                payload=orjson.dumps({"data": tweet}), content_type="application/json")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationFailed(f"malformed tweet: {type(exc).__name__}") from exc
+        return await self.submit(raw)
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept tweet (``{"data": tweet}``, optionally with the page's ``includes``)
+        submitted again; exact dedup on the tweet id makes a second replay a duplicate."""
+        try:
+            kept = orjson.loads(payload)
+            tweet, includes = kept["data"], Includes()
+            includes.add(kept.get("includes"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValidationFailed('not a kept tweet ({"data": tweet})') from exc
+        if not isinstance(tweet, dict):
+            raise ValidationFailed('not a kept tweet ({"data": tweet})')
+        return await self._take_tweet(tweet, includes)
 
     async def _thread_of(self, tweet: Mapping[str, Any]) -> str | None:
         """The complaint a reply to one of our reply tweets follows up, if any."""
