@@ -391,6 +391,7 @@ class GraphWebhookConnector(BaseConnector):
         loop = asyncio.get_running_loop()
         attachments: list[Attachment] = []
         pending: list[tuple[int, MediaRef, asyncio.Task[Attachment]]] = []
+        failed: list[tuple[int, MediaRef, asyncio.Task[Attachment]]] = []
         for index, ref in enumerate(message.media):
             task = self._media_task((message.channel, message.account, message.native_id,
                                      index), ref)
@@ -399,6 +400,8 @@ class GraphWebhookConnector(BaseConnector):
                 await asyncio.wait({task}, timeout=remaining)
             if task.done():
                 attachments.append(self._settled(task, ref))
+                if task.exception() is not None:
+                    failed.append((index, ref, task))
             else:
                 self.count("media_pending")
                 attachments.append(ref.placeholder(AttachmentState.PENDING))
@@ -422,6 +425,8 @@ class GraphWebhookConnector(BaseConnector):
             await self.intake.save_cursor(self._pending_name(message, index),
                                           _pending_to_json(message, index, ref, provisional))
         result = await self.submit(raw)
+        for index, ref, task in failed:  # given up already (the same bytes: one dead letter)
+            await self._media_given_up(message, index, ref, task, result)
         for index, ref, task in pending:
             key = (message.channel, message.account, message.native_id, index)
             if (result.complaint_id, result.tracking_code) != (own_id, provisional.tracking_code):
@@ -497,18 +502,22 @@ class GraphWebhookConnector(BaseConnector):
                 with attempt:
                     await self.submit(raw)
                     if attachment.state is not AttachmentState.STORED:
-                        # Given up: an operator sees the reference and can replay it.
-                        error = task.exception()
-                        await self._dead(message.channel, message.account,
-                                         f"media never downloaded: {type(error).__name__}: "
-                                         f"{error}"[:1000],
-                                         _pending_to_json(message, index, ref, parent).encode(),
-                                         content_type=MEDIA_REF)
+                        await self._media_given_up(message, index, ref, task, parent)
             await self.intake.delete_cursor(self._pending_name(message, index))
         except LaporError as exc:  # stays recorded as pending: the next start resumes it
             log.error("%s: follow-up %s not stored: %s", self.name, raw.native_id, exc)
             return
         self.count("media_followups")
+
+    async def _media_given_up(self, message: Inbound, index: int, ref: MediaRef,
+                              task: asyncio.Task[Attachment], parent: IntakeResult) -> None:
+        """Keep a medium whose download was given up as a dead letter (its reference and
+        why), so an operator sees it and can replay it (:meth:`_replay_media`)."""
+        error = task.exception()
+        await self._dead(message.channel, message.account,
+                         f"media never downloaded: {type(error).__name__}: {error}"[:1000],
+                         _pending_to_json(message, index, ref, parent).encode(),
+                         content_type=MEDIA_REF)
 
     async def _replay_media(self, payload: bytes) -> IntakeResult:
         """A medium that never downloaded, tried once more; stored, it joins the complaint

@@ -124,3 +124,26 @@ async def test_media_that_never_downloads_is_a_dead_letter_that_replays_once(
         second = await env.connector.replay(reference, MEDIA_REF)
         assert second is not None and second.duplicate
         assert len(env.intake.messages) == 3  # the complaint, the failed and the replayed media
+
+
+async def test_media_refused_at_once_is_a_dead_letter_too_and_redelivery_keeps_one(
+        graph: EmulatedGraph) -> None:
+    async with whatsapp(graph) as env:
+        sha = env.graph.add_media("GONE1", JPEG, "image/jpeg")
+        env.graph.fail("media_info", 400, times=1000)  # e.g. an expired media id: no retry
+        body = one(wa_message("wamid.G1", CITIZEN, "image",
+                              image={"mime_type": "image/jpeg", "sha256": sha, "id": "GONE1"}))
+        assert (await env.hook.post(body)).status == 200
+        parent = env.stored("wamid.G1")
+        assert parent is not None and parent.attachments[0].state is AttachmentState.REJECTED
+        assert (await env.hook.post(body)).status == 200  # Meta redelivers
+        letters = env.intake.dead_letters
+        assert len(letters) == 2 and letters[0] == letters[1]  # same bytes: one dead letter
+        [(_, _, reason, reference)] = set(letters)
+        assert reason.startswith("media never downloaded: GraphRejected")
+        env.graph.failures.clear()
+        result = await env.connector.replay(reference, MEDIA_REF)
+        assert result is not None and not result.duplicate
+        replayed = env.stored("wamid.G1#media-replay")
+        assert replayed is not None and replayed.attachments[0].sha256 == sha
+        assert replayed.thread_of == complaint_id("whatsapp", PNID, "wamid.G1")
