@@ -31,7 +31,11 @@ async def dead_letter_of_a_parser_bug(connector: GraphWebhookConnector, hook: We
     """Post ``payload`` while the connector's parser has a bug (everything malformed); the
     signed body it kept as a dead letter. The "fix" is the original parser, restored."""
     original = connector.parse
-    connector.parse = lambda _payload: Parsed(malformed=["a parser bug"])  # type: ignore[method-assign]
+
+    def parse(payload: dict[str, Any]) -> Parsed:
+        return Parsed(malformed=["a parser bug"])
+
+    connector.parse = parse  # type: ignore[method-assign]
     try:
         response = await hook.post(payload)
     finally:
