@@ -3,6 +3,7 @@ media that never downloads ending as a replayable dead letter."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 from connectors.meta_webhook import MEDIA_REF, GraphWebhookConnector, Parsed
 from connectors.testing import FakeIntake
 from errors import ValidationFailed
+from forwarder.db import open_database
+from forwarder.outbox import Outbox
+from gateway.ops import OpsService
+from gateway.ops_store import OpsStore, Throughput
 from normalizer.ids import complaint_id
 from normalizer.raw import RawMessage
 from normalizer.schema import AttachmentState
@@ -151,3 +156,30 @@ async def test_media_refused_at_once_is_a_dead_letter_too_and_redelivery_keeps_o
         replayed = env.stored("wamid.G1#media-replay")
         assert replayed is not None and replayed.attachments[0].sha256 == sha
         assert replayed.thread_of == complaint_id("whatsapp", PNID, "wamid.G1")
+
+
+async def test_a_meta_dead_letter_kept_under_the_connector_name_replays_through_ops(
+        graph: EmulatedGraph, tmp_path: Path) -> None:
+    """An unparseable Messenger body is kept on channel "meta" (no channel known yet): the
+    ops replay finds the connector by that name, records the outcome, and replays once."""
+    db = await open_database(f"sqlite:///{tmp_path / 'ops.db'}", pool_size=2)
+    try:
+        async with Outbox(db) as outbox, meta(graph) as env:
+
+            async def nothing(*_: Any) -> Any:
+                return {}
+
+            ops = OpsService(connectors=[env.connector], outbox=outbox, store=OpsStore(db),
+                             throughput=Throughput(), forwarder_state=nothing,
+                             republish=nothing)
+            kept = await dead_letter_of_a_parser_bug(
+                env.connector, env.hook, env.intake, page(page_message("m_O1", "Got mampet")))
+            letter = await outbox.dead_letter("meta", "", "a parser bug", kept,
+                                              "application/json")
+            first = await ops.replay(letter)
+            assert first is not None and first["replay_result"].startswith("accepted "), first
+            again = await ops.replay(letter)
+            assert again is not None and again["replay_result"].startswith("duplicate ")
+            assert again["replay_count"] == 2 and len(env.intake.messages) == 1
+    finally:
+        await db.close()
