@@ -47,7 +47,14 @@ import orjson
 from aiohttp import web
 
 from config.whatsapp import GraphWebhookSettings
-from connectors.base import BaseConnector, Intake, IntakeResult, RawMessage, Sender
+from connectors.base import (
+    MEDIA_REF,
+    BaseConnector,
+    Intake,
+    IntakeResult,
+    RawMessage,
+    Sender,
+)
 from connectors.commands import parse_text_command, status_text
 from connectors.meta_graph import GraphClient, check_sha256
 from errors import LaporError, StoreUnavailable, ValidationFailed, retry_policy
@@ -62,9 +69,6 @@ MEDIA_RESULT_KEEP_S = 600.0  # a finished download is reused by redeliveries thi
 LAST_INBOUND_MAX = 100_000  # senders remembered for the 24-hour window before pruning
 DELIVERY_STATES_KEPT = 100_000
 JSON = "application/json"
-#: The content type of a dead letter that is a medium which never downloaded (the pending
-#: download's record: message, index, reference, parent complaint).
-MEDIA_REF = "application/vnd.lapor.media-ref+json"
 STATUS_ANSWERED_KEPT = 10_000  # status queries remembered, so a redelivery is not re-answered
 
 #: (channel, account, reason, raw bytes, content type) -> kept durably somewhere.
