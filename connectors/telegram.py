@@ -12,8 +12,10 @@ returned.
 
 * Webhook: ``X-Telegram-Bot-Api-Secret-Token`` is compared in constant time (missing or wrong:
   403, nothing stored); the answer is 200 only after the update was handled; 503 when the store
-  (or a media download) is unavailable, so Telegram delivers the update again; 400 for a body
-  that is not an Update.
+  is unavailable, so Telegram delivers the update again; 400 for a body that is not an Update.
+* Media: a download is retried for ``media_retry_for_s``; one that still fails (or is refused)
+  no longer holds the update: the complaint is accepted without it, the citizen is told, and
+  the file is kept as a dead letter (``MEDIA_REF``) whose replay adds it as a follow-up.
 * Polling: our own ``getUpdates`` loop (not PTB's ``Updater``, which confirms updates once they
   are queued in memory). The offset moves past an update only after it was handled, and is
   saved as the durable cursor ``telegram:<bot id>:offset``; the next ``getUpdates`` call
