@@ -134,6 +134,22 @@ class Includes:
             self.places[str(place["id"])] = place
 
 
+def _refers_to(tweet: Mapping[str, Any], includes: Includes) -> dict[str, list[Any]]:
+    """The ``includes`` (v2 form) one tweet refers to: its author, media and place; what a
+    dead letter keeps beside the tweet, so its replay sees what the page had. Never raises
+    (the tweet may be the malformed one)."""
+    attachments = tweet.get("attachments")
+    keys = attachments.get("media_keys") if isinstance(attachments, dict) else None
+    geo = tweet.get("geo")
+    place = geo.get("place_id") if isinstance(geo, dict) else None
+    found = {
+        "users": [includes.users.get(str(tweet.get("author_id")))],
+        "media": [includes.media.get(str(k)) for k in keys] if isinstance(keys, list) else [],
+        "places": [includes.places.get(str(place))],
+    }
+    return {name: [item for item in items if item] for name, items in found.items()}
+
+
 def tweet_to_raw(tweet: Mapping[str, Any], includes: Includes, *, account: str,
                  username: str | None, connector: str = "x",
                  thread_of: str | None = None) -> RawMessage:
@@ -412,7 +428,8 @@ class XConnector(BaseConnector):
             self.count("dead_lettered")
             await self.intake.dead_letter(
                 channel="x", account=self.account or "", reason=str(exc),
-                payload=orjson.dumps({"data": tweet}), content_type="application/json")
+                payload=orjson.dumps({"data": tweet, "includes": _refers_to(tweet, includes)}),
+                content_type="application/json")
 
     async def _take_tweet(self, tweet: Mapping[str, Any],
                           includes: Includes) -> IntakeResult | None:

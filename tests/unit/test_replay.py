@@ -75,6 +75,12 @@ OURS = "1500000000000000001"
 CITIZEN = "1500000000000000002"
 
 
+PAGE_INCLUDES = {
+    "users": [{"id": CITIZEN, "username": "warga_smd", "name": "Warga Samarinda"}],
+    "media": [{"media_key": "3_1", "type": "photo",
+               "url": "https://pbs.twimg.com/media/3_1.jpg"}]}
+
+
 def tweet(tweet_id: str, author: str = CITIZEN, **extra: Any) -> dict[str, Any]:
     return {"id": tweet_id, "author_id": author, "text": "@LAPOR1708 Jalan ambles di Loa Janan",
             "created_at": "2026-11-29T01:00:00.000Z",
@@ -90,10 +96,16 @@ async def x_connector() -> tuple[XConnector, FakeIntake]:
 
 async def test_x_malformed_tweet_is_kept_and_its_replay_fails_until_fixed() -> None:
     connector, intake = await x_connector()
-    await connector._submit_tweet(tweet("1900", created_at="gestern"), Includes())
+    page = Includes()
+    page.add(PAGE_INCLUDES)
+    page.add({"users": [{"id": "1500000000000000009", "username": "lain", "name": "Lain"}]})
+    await connector._submit_tweet(tweet("1900", created_at="gestern", attachments={
+        "media_keys": ["3_1"]}), page)
     [(channel, _, reason, kept)] = intake.dead_letters
     assert channel == "x" and reason == "malformed tweet: ValueError"
-    assert orjson.loads(kept)["data"]["id"] == "1900"
+    # The tweet and what the page said about it (only that: not the other user).
+    assert orjson.loads(kept) == {"data": tweet("1900", created_at="gestern", attachments={
+        "media_keys": ["3_1"]}), "includes": {**PAGE_INCLUDES, "places": []}}
     with pytest.raises(ValidationFailed, match="malformed tweet"):
         await connector.replay(kept, JSON)
     assert intake.messages == {}
@@ -101,12 +113,14 @@ async def test_x_malformed_tweet_is_kept_and_its_replay_fails_until_fixed() -> N
 
 async def test_x_kept_tweet_replays_once_with_its_includes() -> None:
     connector, intake = await x_connector()
-    kept = orjson.dumps({"data": tweet("1901"), "includes": {
-        "users": [{"id": CITIZEN, "username": "warga_smd", "name": "Warga Samarinda"}]}})
+    kept = orjson.dumps({"data": tweet("1901", attachments={"media_keys": ["3_1"]}),
+                         "includes": PAGE_INCLUDES})
     first = await connector.replay(kept, JSON)
     assert first is not None and not first.duplicate
     assert first.complaint_id == complaint_id("x", OURS, "1901")
-    assert intake.messages[first.complaint_id].sender.handle == "@warga_smd"
+    raw = intake.messages[first.complaint_id]
+    assert raw.sender.handle == "@warga_smd"
+    assert [a.storage_ref for a in raw.attachments] == ["https://pbs.twimg.com/media/3_1.jpg"]
     second = await connector.replay(kept, JSON)
     assert second is not None and second.duplicate and len(intake.messages) == 1
     assert await connector.replay(orjson.dumps({"data": tweet("1902", author=OURS)}),
