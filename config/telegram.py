@@ -69,6 +69,12 @@ class TelegramSettings(ConnectorSettings):
     chat_send_interval_s: float = Field(
         1.0, ge=0, description="Least time between two messages to the same chat."
     )
+    media_retry_for_s: float = Field(
+        30.0, ge=0,
+        description="How long a failing attachment download is retried while its message is "
+        "handled; then the complaint is accepted without it (the citizen is told) and the file "
+        "is kept as a dead letter an operator can replay.",
+    )
     drain_timeout_s: float = Field(
         10.0, gt=0, description="How long stop() waits for an update being handled to finish."
     )

@@ -41,11 +41,16 @@ __all__ = [
     "Health",
     "Intake",
     "IntakeResult",
+    "MEDIA_REF",
     "RawMessage",
     "ReplyTarget",
     "Sender",
 ]
 
+
+#: The content type of a dead letter that is a medium which never downloaded: a JSON
+#: reference to it (and the complaint it belongs to) that the connector's ``replay`` fetches.
+MEDIA_REF = "application/vnd.lapor.media-ref+json"
 
 #: What every log line written while a message is handled carries (``connector``,
 #: ``complaint_id``): set by :meth:`BaseConnector.submit`, read by the CLI's JSON log format.

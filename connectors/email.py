@@ -36,6 +36,9 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Any, ClassVar, TypeVar
 
 from config.email import EmailSettings, MailboxSettings
@@ -44,6 +47,7 @@ from connectors.base import (
     BaseConnector,
     ConnectorState,
     Intake,
+    IntakeResult,
     RawMessage,
     ReplyTarget,
     Sender,
@@ -75,7 +79,22 @@ log = logging.getLogger(__name__)
 CHANNEL = "email"
 STOP_GRACE_S = 3.0  # then a worker blocked in a read has its socket shut down
 STOP_TIMEOUT_S = 10.0
+#: Where a kept message names the mailbox it was delivered to (for a replay).
+RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "To", "Cc")
 T = TypeVar("T")
+
+
+class _CommandMail(ValidationFailed):
+    """A ``STATUS``/``BATAL`` command by email: answered, never stored as a complaint."""
+
+    def __init__(self, raw: RawMessage, action: str, typed: str) -> None:
+        super().__init__(f"a {action.upper()} command, not a complaint")
+        self.raw, self.action, self.typed = raw, action, typed
+
+
+class _NotComplaint(ValidationFailed):
+    """A message that is not a complaint (auto-reply, bounce, our own, unreadable); the
+    message is the reason its dead letter keeps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,22 +262,54 @@ class EmailConnector(BaseConnector):
         return True
 
     async def _handle(self, box: MailboxSettings, item: _Prepared) -> bool:
+        try:
+            raw = await self._message(box, item)
+            await self.submit(raw)
+        except _CommandMail as mail:
+            assert item.parsed is not None
+            await self._command(box, item.parsed, mail.raw, mail.action, mail.typed)
+        except _NotComplaint as exc:
+            await self._record(box, str(exc), item.raw)
+        except ValidationFailed as exc:
+            await self._record(box, f"not a complaint: {exc}", item.raw)
+        return True
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept message (raw RFC 822 bytes) parsed and submitted again, for the mailbox
+        it was delivered to (``Delivered-To``/``X-Original-To``/``To``/``Cc``; the only
+        mailbox when there is one). Exact dedup on the Message-ID makes a second replay a
+        duplicate; what is still not a complaint raises ``ValidationFailed``."""
+        box = self._box_of(payload)
+        item = self.prepare(Fetched(uid=0, raw=payload, size=len(payload), too_large=False))
+        return await self.submit(await self._message(box, item))
+
+    def _box_of(self, payload: bytes) -> MailboxSettings:
+        if len(self._boxes) == 1:
+            return next(iter(self._boxes.values()))
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(payload)
+        named = getaddresses([str(value) for name in RECIPIENT_HEADERS
+                              for value in headers.get_all(name, [])])
+        for _, address in named:
+            box = self._boxes.get(address.lower())
+            if box is not None:
+                return box
+        raise ValidationFailed("the message names none of our mailboxes as its recipient")
+
+    async def _message(self, box: MailboxSettings, item: _Prepared) -> RawMessage:
+        """The complaint ``item`` is. Raises ``_NotComplaint`` (with the reason a dead
+        letter keeps) for what is not one."""
         parsed = item.parsed
         if parsed is None:  # kept as fetched (only the header of an oversized message)
-            await self._record(box, item.problem or "unreadable", item.raw)
-            return True
+            raise _NotComplaint(item.problem or "unreadable")
         if parsed.automatic is not None:
             self.count("ignored")
-            await self._record(box, f"not a complaint: {parsed.automatic}", item.raw)
-            return True
+            raise _NotComplaint(f"not a complaint: {parsed.automatic}")
         if parsed.from_address in self._boxes:
             self.count("ignored")
-            await self._record(box, "not a complaint: sent by one of our mailboxes", item.raw)
-            return True
+            raise _NotComplaint("not a complaint: sent by one of our mailboxes")
         command = mail_command(parsed.subject, parsed.text)
         if command is not None:
-            await self._command(box, parsed, self._raw(box, parsed, item, parsed.text), *command)
-            return True
+            raise _CommandMail(self._raw(box, parsed, item, parsed.text), *command)
         attachments, refused = await self._attachments(parsed)
         text = parsed.text
         names = [part.name for part in parsed.attachments] + list(parsed.skipped)
@@ -267,11 +318,7 @@ class EmailConnector(BaseConnector):
         if refused or parsed.skipped:
             text += "\n\n[Lampiran tidak disimpan: " + ", ".join(
                 [*refused, *parsed.skipped]) + "]"
-        try:
-            await self.submit(self._raw(box, parsed, item, text, attachments))
-        except ValidationFailed as exc:
-            await self._record(box, f"not a complaint: {exc}", item.raw)
-        return True
+        return self._raw(box, parsed, item, text, attachments)
 
     def _raw(self, box: MailboxSettings, parsed: ParsedMail, item: _Prepared, text: str,
              attachments: Sequence[Attachment] = ()) -> RawMessage:

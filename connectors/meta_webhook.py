@@ -47,7 +47,14 @@ import orjson
 from aiohttp import web
 
 from config.whatsapp import GraphWebhookSettings
-from connectors.base import BaseConnector, Intake, IntakeResult, RawMessage, Sender
+from connectors.base import (
+    MEDIA_REF,
+    BaseConnector,
+    Intake,
+    IntakeResult,
+    RawMessage,
+    Sender,
+)
 from connectors.commands import parse_text_command, status_text
 from connectors.meta_graph import GraphClient, check_sha256
 from errors import LaporError, StoreUnavailable, ValidationFailed, retry_policy
@@ -316,25 +323,62 @@ class GraphWebhookConnector(BaseConnector):
         if parsed.malformed:
             self.count("malformed", len(parsed.malformed))
             await self._dead(self.name, "", "; ".join(parsed.malformed)[:1000], body)
-        deadline = asyncio.get_running_loop().time() + self._settings.media_inline_budget_s
         try:
-            for message in parsed.messages:
-                if message.kind == "text" and (command := parse_text_command(message.text)):
-                    self._command(message, *command)
-                    continue
-                try:
-                    await self._accept(message, body, deadline)
-                except ValidationFailed as exc:  # cannot be a complaint; retrying won't help
-                    log.info("%s: message %s rejected: %s", self.name, message.native_id, exc)
-                    await self._dead(message.channel, message.account, f"rejected: {exc}",
-                                     body)
-            for status in parsed.statuses:
-                await self._record_status(status)
+            for message, exc in await self._take(parsed, body):
+                # Cannot be a complaint; retrying won't help: kept for an operator.
+                log.info("%s: message %s rejected: %s", self.name, message.native_id, exc)
+                await self._dead(message.channel, message.account, f"rejected: {exc}", body)
         except StoreUnavailable as exc:
             log.warning("%s: store unavailable, Meta will redeliver: %s", self.name, exc)
             return _problem(503, "unavailable", "not stored; retry", retry_after=True)
         return web.json_response({"received": len(parsed.messages),
                                   "statuses": len(parsed.statuses)})
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept webhook body handled again, as :meth:`receive` would.
+
+        Dead letters are only kept after the signature was verified (an unsigned body is
+        refused with 403 and never stored), so the bytes are not checked again. Messages
+        already accepted with the body are duplicates (exact dedup on the wamid/mid); what is
+        still malformed or rejected raises ``ValidationFailed`` (the dead letter stays).
+        """
+        if content_type == MEDIA_REF:
+            return await self._replay_media(payload)
+        try:
+            decoded = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationFailed("kept body is still not valid JSON") from exc
+        if not isinstance(decoded, dict) or decoded.get("object") not in self.objects:
+            raise ValidationFailed(f"kept body is not a {self.name} webhook object")
+        parsed = self.parse(decoded)
+        outcome: list[tuple[Inbound, ValidationFailed]] = []
+
+        async def take() -> None:
+            outcome.extend(await self._take(parsed, payload))
+
+        result = await self.captured(take())
+        problems = parsed.malformed + [f"rejected {m.native_id}: {e}" for m, e in outcome]
+        if problems:
+            raise ValidationFailed("; ".join(problems)[:1000])
+        return result
+
+    async def _take(self, parsed: Parsed,
+                    body: bytes) -> list[tuple[Inbound, ValidationFailed]]:
+        """Answer the commands, submit every message in order, record the statuses; the
+        messages that cannot be complaints, with why. Raises ``StoreUnavailable``."""
+        deadline = asyncio.get_running_loop().time() + self._settings.media_inline_budget_s
+        rejected: list[tuple[Inbound, ValidationFailed]] = []
+        for message in parsed.messages:
+            if message.kind == "text" and (command := parse_text_command(message.text)):
+                self._command(message, *command)
+                continue
+            try:
+                await self._accept(message, body, deadline)
+            except ValidationFailed as exc:
+                rejected.append((message, exc))
+        for status in parsed.statuses:
+            await self._record_status(status)
+        return rejected
 
     # -- accepting one message ---------------------------------------------------------------
 
@@ -351,6 +395,7 @@ class GraphWebhookConnector(BaseConnector):
         loop = asyncio.get_running_loop()
         attachments: list[Attachment] = []
         pending: list[tuple[int, MediaRef, asyncio.Task[Attachment]]] = []
+        failed: list[tuple[int, MediaRef, asyncio.Task[Attachment]]] = []
         for index, ref in enumerate(message.media):
             task = self._media_task((message.channel, message.account, message.native_id,
                                      index), ref)
@@ -359,6 +404,8 @@ class GraphWebhookConnector(BaseConnector):
                 await asyncio.wait({task}, timeout=remaining)
             if task.done():
                 attachments.append(self._settled(task, ref))
+                if task.exception() is not None:
+                    failed.append((index, ref, task))
             else:
                 self.count("media_pending")
                 attachments.append(ref.placeholder(AttachmentState.PENDING))
@@ -382,6 +429,8 @@ class GraphWebhookConnector(BaseConnector):
             await self.intake.save_cursor(self._pending_name(message, index),
                                           _pending_to_json(message, index, ref, provisional))
         result = await self.submit(raw)
+        for index, ref, task in failed:  # given up already (the same bytes: one dead letter)
+            await self._media_given_up(message, index, ref, task, result)
         for index, ref, task in pending:
             key = (message.channel, message.account, message.native_id, index)
             if (result.complaint_id, result.tracking_code) != (own_id, provisional.tracking_code):
@@ -451,31 +500,49 @@ class GraphWebhookConnector(BaseConnector):
         the complaint that announced it."""
         await asyncio.wait({task})
         attachment = self._settled(task, ref)
-        suffix = "#media" if index == 0 else f"#media{index}"
-        if attachment.state is AttachmentState.STORED:
-            text = f"Lampiran susulan untuk laporan {parent.tracking_code}: {attachment.name}"
-        else:
-            text = (f"Lampiran untuk laporan {parent.tracking_code} gagal diunduh: "
-                    f"{attachment.name}")
-        raw = RawMessage(
-            channel=message.channel, account=message.account,
-            native_id=f"{message.native_id}{suffix}", received_at=datetime.now(UTC),
-            sent_at=message.sent_at, sender=message.sender, text=text,
-            attachments=(attachment,), thread_of=parent.complaint_id, connector=self.name,
-            raw_payload=orjson.dumps({"media_of": message.native_id, "index": index,
-                                      "media_id": ref.media_id}),
-            raw_content_type=JSON,
-            reply_hints={**message.reply_hints, "thread_of": parent.complaint_id},
-        )
+        raw = _media_message(message, index, ref, attachment, parent, self.name)
         try:
             async for attempt in retry_policy(max_delay=self._settings.media_retry_for_s):
                 with attempt:
                     await self.submit(raw)
+                    if attachment.state is not AttachmentState.STORED:
+                        await self._media_given_up(message, index, ref, task, parent)
             await self.intake.delete_cursor(self._pending_name(message, index))
         except LaporError as exc:  # stays recorded as pending: the next start resumes it
             log.error("%s: follow-up %s not stored: %s", self.name, raw.native_id, exc)
             return
         self.count("media_followups")
+
+    async def _media_given_up(self, message: Inbound, index: int, ref: MediaRef,
+                              task: asyncio.Task[Attachment], parent: IntakeResult) -> None:
+        """Keep a medium whose download was given up as a dead letter (its reference and
+        why), so an operator sees it and can replay it (:meth:`_replay_media`)."""
+        error = task.exception()
+        await self._dead(message.channel, message.account,
+                         f"media never downloaded: {type(error).__name__}: {error}"[:1000],
+                         _pending_to_json(message, index, ref, parent).encode(),
+                         content_type=MEDIA_REF)
+
+    async def _replay_media(self, payload: bytes) -> IntakeResult:
+        """A medium that never downloaded, tried once more; stored, it joins the complaint
+        as a follow-up of its own (``<id>#mediaN-replay``: a second replay is a duplicate)."""
+        try:
+            message, index, ref, parent = _pending_from_json(payload.decode())
+        except (UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError,
+                ValueError) as exc:
+            raise ValidationFailed(f"unreadable media reference: {type(exc).__name__}") from exc
+        try:
+            data = await self.fetch_media(ref)
+            check_sha256(data, ref.sha256)
+            attachment = await self.intake.store_attachment(
+                name=ref.name, declared_type=ref.mime_type, data=data)
+        except StoreUnavailable:
+            raise
+        except LaporError as exc:
+            raise ValidationFailed(f"media still not downloadable: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+        return await self.submit(_media_message(message, index, ref, attachment, parent,
+                                                self.name, replayed=True))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=f"{self.name}-followup")
@@ -548,10 +615,11 @@ class GraphWebhookConnector(BaseConnector):
         known = [t for t in times if t is not None]
         return max(known) if known else None
 
-    async def _dead(self, channel: str, account: str, reason: str, body: bytes) -> None:
+    async def _dead(self, channel: str, account: str, reason: str, body: bytes, *,
+                    content_type: str = JSON) -> None:
         self.count("dead_letters")
         await self.intake.dead_letter(channel=channel, account=account, reason=reason,
-                                      payload=body, content_type=JSON)
+                                      payload=body, content_type=content_type)
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -568,6 +636,26 @@ def _problem(status: int, error: str, detail: str, *, retry_after: bool = False)
     headers = {"Retry-After": RETRY_AFTER_S} if retry_after else None
     return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
 
+
+
+def _media_message(message: Inbound, index: int, ref: MediaRef, attachment: Attachment,
+                   parent: IntakeResult, connector: str, *, replayed: bool = False) -> RawMessage:
+    """The follow-up that brings a medium (stored, or finally failed) to its complaint."""
+    suffix = ("#media" if index == 0 else f"#media{index}") + ("-replay" if replayed else "")
+    if attachment.state is AttachmentState.STORED:
+        text = f"Lampiran susulan untuk laporan {parent.tracking_code}: {attachment.name}"
+    else:
+        text = f"Lampiran untuk laporan {parent.tracking_code} gagal diunduh: {attachment.name}"
+    return RawMessage(
+        channel=message.channel, account=message.account,
+        native_id=f"{message.native_id}{suffix}", received_at=datetime.now(UTC),
+        sent_at=message.sent_at, sender=message.sender, text=text,
+        attachments=(attachment,), thread_of=parent.complaint_id, connector=connector,
+        raw_payload=orjson.dumps({"media_of": message.native_id, "index": index,
+                                  "media_id": ref.media_id}),
+        raw_content_type=JSON,
+        reply_hints={**message.reply_hints, "thread_of": parent.complaint_id},
+    )
 
 
 def _pending_to_json(message: Inbound, index: int, ref: MediaRef, parent: IntakeResult) -> str:

@@ -59,6 +59,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
@@ -66,7 +67,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.sms import SmsSettings
-from connectors.base import BaseConnector, Intake, RawMessage, ReplyTarget, Sender
+from connectors.base import (
+    BaseConnector,
+    Intake,
+    IntakeResult,
+    RawMessage,
+    ReplyTarget,
+    Sender,
+)
 from connectors.commands import parse_text_command, status_text
 from errors import (
     ChannelRejected,
@@ -424,6 +432,33 @@ class SmsConnector(BaseConnector):
         if failure is not None:
             return failure
         return web.Response(text=TWIML_EMPTY, content_type="application/xml")
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept webhook body handled again (a Twilio form or a generic JSON body, by its
+        content type). It was kept only after its signature was verified, so the signature
+        is not checked again. A part of a concatenated SMS is saved like the webhook does;
+        None until its message is complete."""
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl(payload.decode("utf-8", "replace"), keep_blank_values=True))
+            sid, sender = form.get("MessageSid", ""), form.get("From", "")
+            if not sid or not sender:
+                raise ValidationFailed("MessageSid and From are still missing")
+            sms = InboundSms(native_id=sid, sender=sender, to=form.get("To") or None,
+                             text=form.get("Body", ""), received_at=datetime.now(UTC),
+                             payload=payload, content_type=content_type)
+            return await self.captured(self.handle(sms))
+        try:
+            message = GenericSms.model_validate_json(payload)
+        except ValidationError as exc:
+            fields = sorted(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+            raise ValidationFailed(f"still an invalid generic SMS: {fields}") from exc
+        received = message.received_at if message.received_at and message.received_at.tzinfo \
+            else datetime.now(UTC)
+        if message.parts is not None and message.parts.total > 1:
+            return await self.captured(self._add_part(message, received))
+        return await self.captured(self.handle(InboundSms(
+            native_id=message.id, sender=message.from_, to=message.to, text=message.text,
+            received_at=received, payload=payload, content_type="application/json")))
 
     async def _keep_unusable(self, reason: str, body: bytes,
                              content_type: str) -> web.Response | None:

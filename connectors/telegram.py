@@ -12,8 +12,10 @@ returned.
 
 * Webhook: ``X-Telegram-Bot-Api-Secret-Token`` is compared in constant time (missing or wrong:
   403, nothing stored); the answer is 200 only after the update was handled; 503 when the store
-  (or a media download) is unavailable, so Telegram delivers the update again; 400 for a body
-  that is not an Update.
+  is unavailable, so Telegram delivers the update again; 400 for a body that is not an Update.
+* Media: a download is retried for ``media_retry_for_s``; one that still fails (or is refused)
+  no longer holds the update: the complaint is accepted without it, the citizen is told, and
+  the file is kept as a dead letter (``MEDIA_REF``) whose replay adds it as a follow-up.
 * Polling: our own ``getUpdates`` loop (not PTB's ``Updater``, which confirms updates once they
   are queued in memory). The offset moves past an update only after it was handled, and is
   saved as the durable cursor ``telegram:<bot id>:offset``; the next ``getUpdates`` call
@@ -55,6 +57,7 @@ from telegram.error import RetryAfter, TelegramError
 from config.telegram import TelegramSettings
 from connectors import telegram_texts as texts
 from connectors.base import (
+    MEDIA_REF,
     Attachment,
     BaseConnector,
     ConnectorState,
@@ -308,7 +311,10 @@ class TelegramConnector(BaseConnector):
         return web.Response(status=200)
 
     async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
-        """A kept Update (webhook body or poison update) handled again."""
+        """A kept Update (webhook body or poison update) handled again, or a medium that
+        never downloaded fetched again."""
+        if content_type == MEDIA_REF:
+            return await self._replay_media(payload)
         update, problem = _parse_update(payload, self._bot)
         if update is None:
             raise ValidationFailed(problem)
@@ -528,7 +534,7 @@ class TelegramConnector(BaseConnector):
         assert account is not None
         chat_id = message.chat.id
         own_words = (message.text or message.caption or "").strip()
-        attachments, notes, not_stored = await self._attachments(message)
+        attachments, notes, not_stored, given_up = await self._attachments(message)
         lines = [own_words] if own_words else []
         location = None
         if message.location is not None:
@@ -588,6 +594,8 @@ class TelegramConnector(BaseConnector):
             reason = "; ".join(exc.fields.values()) or texts.NOT_ACCEPTED_DEFAULT
             await self._answer(message, texts.NOT_ACCEPTED.format(reason=reason))
             return
+        for index, media, reason in given_up:
+            await self._media_given_up(raw_message, index, media, reason, result)
         self._remember(result.complaint_id, thread_of or result.complaint_id)
         if group is not None and group not in self._albums:
             _put(self._albums, group, thread_of or result.complaint_id)
@@ -660,22 +668,25 @@ class TelegramConnector(BaseConnector):
                                 voice.mime_type, voice.file_size, texts.VOICE))
         return found
 
-    async def _attachments(self, message: Message
-                           ) -> tuple[list[Attachment], list[str], list[str]]:
+    async def _attachments(self, message: Message) -> tuple[
+            list[Attachment], list[str], list[str], list[tuple[int, _Media, str]]]:
         """Download and store the message's media: (attachments, notes for the citizen,
-        names not stored). Raises ``ChannelUnavailable`` when Telegram cannot be reached."""
+        names not stored, media given up with why). A download failing for longer than
+        ``media_retry_for_s`` (or refused: an expired or unknown file) is given up."""
         attachments: list[Attachment] = []
         notes: list[str] = []
         not_stored: list[str] = []
+        given_up: list[tuple[int, _Media, str]] = []
         limit = self._settings.max_download_bytes
         too_big = texts.FILE_TOO_BIG
-        for media in self._media(message):
+        for index, media in enumerate(self._media(message)):
             try:
-                data = await self._download(media, limit)
-            except ChannelRejected as exc:  # an expired or unknown file: not worth a retry
+                data = await self._download_retried(media, limit)
+            except ChannelError as exc:
                 log.warning("telegram: attachment not downloadable: %s", exc)
                 notes.append(texts.FILE_UNAVAILABLE.format(name=media.name))
                 not_stored.append(media.name)
+                given_up.append((index, media, f"{type(exc).__name__}: {exc}"))
                 self.count("attachments_unavailable")
                 continue
             if data is None:
@@ -690,7 +701,60 @@ class TelegramConnector(BaseConnector):
                 notes.append(texts.FILE_REFUSED.format(name=media.name))
                 not_stored.append(media.name)
                 self.count("attachments_refused")
-        return attachments, notes, not_stored
+        return attachments, notes, not_stored, given_up
+
+    async def _download_retried(self, media: _Media, limit: int) -> bytes | None:
+        """:meth:`_download`, retried with the shared policy for ``media_retry_for_s``."""
+        async for attempt in retry_policy(max_delay=self._settings.media_retry_for_s):
+            with attempt:
+                return await self._download(media, limit)
+        raise AssertionError("unreachable: retry_policy re-raises")
+
+    async def _media_given_up(self, raw: RawMessage, index: int, media: _Media, reason: str,
+                              parent: IntakeResult) -> None:
+        """Keep a medium that was given up as a dead letter (a reference to it and to its
+        complaint), so an operator sees it and can replay it (:meth:`_replay_media`)."""
+        reference = orjson.dumps({
+            "native_id": raw.native_id, "account": raw.account, "index": index,
+            "sent_at": raw.sent_at.isoformat() if raw.sent_at else None,
+            "sender": raw.sender.model_dump(mode="json"), "hints": raw.reply_hints,
+            "file_id": media.file_id, "name": media.name, "mime": media.mime,
+            "size": media.size, "parent": {"id": parent.complaint_id,
+                                           "code": parent.tracking_code}})
+        self.count("dead_letters")
+        await self.intake.dead_letter(channel=CHANNEL, account=raw.account,
+                                      reason=f"media never downloaded: {reason}"[:1000],
+                                      payload=reference, content_type=MEDIA_REF)
+
+    async def _replay_media(self, payload: bytes) -> IntakeResult:
+        """A medium given up earlier, downloaded once more; stored, it joins its complaint
+        as a follow-up (``<id>#mediaN-replay``: a second replay is a duplicate)."""
+        try:
+            ref = orjson.loads(payload)
+            media = _Media(str(ref["file_id"]), str(ref["name"]), ref["mime"], ref["size"], "")
+            parent_id, code = str(ref["parent"]["id"]), str(ref["parent"]["code"])
+            sender = Sender(**ref["sender"])
+            sent_at = datetime.fromisoformat(ref["sent_at"]) if ref["sent_at"] else None
+            native_id, account = str(ref["native_id"]), str(ref["account"])
+            suffix = "#media-replay" if not ref["index"] else f"#media{ref['index']}-replay"
+            hints = {**ref["hints"], "follow_up": "1"}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValidationFailed(f"unreadable media reference: {type(exc).__name__}") from exc
+        try:
+            data = await self._download(media, self._settings.max_download_bytes)
+        except ChannelError as exc:
+            raise ValidationFailed(f"media still not downloadable: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+        if data is None:
+            raise ValidationFailed("media is over the download limit")
+        attachment = await self.intake.store_attachment(name=media.name,
+                                                        declared_type=media.mime, data=data)
+        return await self.submit(RawMessage(
+            channel=CHANNEL, account=account, native_id=native_id + suffix,
+            received_at=datetime.now(UTC), sent_at=sent_at, sender=sender,
+            text=f"Lampiran susulan untuk laporan {code}: {media.name}",
+            attachments=(attachment,), thread_of=parent_id, connector=self.name,
+            raw_payload=payload, raw_content_type=MEDIA_REF, reply_hints=hints))
 
     async def _download(self, media: _Media, limit: int) -> bytes | None:
         """The file's bytes, or None when it is over ``limit`` (Telegram's 20 MB or ours)."""

@@ -68,6 +68,7 @@ from connectors.base import (
     BaseConnector,
     ConnectorState,
     Intake,
+    IntakeResult,
     RawMessage,
     ReplyTarget,
     Sender,
@@ -131,6 +132,22 @@ class Includes:
             self.media[str(media["media_key"])] = media
         for place in includes.get("places", []):
             self.places[str(place["id"])] = place
+
+
+def _refers_to(tweet: Mapping[str, Any], includes: Includes) -> dict[str, list[Any]]:
+    """The ``includes`` (v2 form) one tweet refers to: its author, media and place; what a
+    dead letter keeps beside the tweet, so its replay sees what the page had. Never raises
+    (the tweet may be the malformed one)."""
+    attachments = tweet.get("attachments")
+    keys = attachments.get("media_keys") if isinstance(attachments, dict) else None
+    geo = tweet.get("geo")
+    place = geo.get("place_id") if isinstance(geo, dict) else None
+    found = {
+        "users": [includes.users.get(str(tweet.get("author_id")))],
+        "media": [includes.media.get(str(k)) for k in keys] if isinstance(keys, list) else [],
+        "places": [includes.places.get(str(place))],
+    }
+    return {name: [item for item in items if item] for name, items in found.items()}
 
 
 def tweet_to_raw(tweet: Mapping[str, Any], includes: Includes, *, account: str,
@@ -402,26 +419,47 @@ class XConnector(BaseConnector):
         return submitted
 
     async def _submit_tweet(self, tweet: Mapping[str, Any], includes: Includes) -> None:
+        try:
+            await self._take_tweet(tweet, includes)
+        except ValidationFailed as exc:
+            # Nothing usable (only a mention) or a malformed tweet: kept as a dead letter and
+            # passed, so one bad tweet never holds the stream back; retrying cannot help.
+            log.info("x: tweet %s not accepted: %s", tweet.get("id"), exc)
+            self.count("dead_lettered")
+            await self.intake.dead_letter(
+                channel="x", account=self.account or "", reason=str(exc),
+                payload=orjson.dumps({"data": tweet, "includes": _refers_to(tweet, includes)}),
+                content_type="application/json")
+
+    async def _take_tweet(self, tweet: Mapping[str, Any],
+                          includes: Includes) -> IntakeResult | None:
+        """Submit one tweet; None when it is deliberately not a complaint (ours, a retweet).
+        Raises ``ValidationFailed`` for a tweet that cannot be one (also a malformed one)."""
         if str(tweet.get("author_id")) == self.account:
-            return  # our own tweets (e.g. our replies mentioning ourselves) are not complaints
+            return None  # our own tweets (e.g. our replies mentioning us) are not complaints
         if any(ref.get("type") == "retweeted" for ref in tweet.get("referenced_tweets") or []):
-            return  # a retweet repeats someone's tweet; the original is the complaint
+            return None  # a retweet repeats someone's tweet; the original is the complaint
         thread_of = await self._thread_of(tweet)
         try:
             raw = tweet_to_raw(tweet, includes, account=self.account,
                                username=self._settings.username, connector=self.name,
                                thread_of=thread_of)
-            await self.submit(raw)
-        except (ValidationFailed, KeyError, TypeError, ValueError) as exc:
-            # Nothing usable (only a mention) or a malformed tweet: kept as a dead letter and
-            # passed, so one bad tweet never holds the stream back; retrying cannot help.
-            reason = str(exc) if isinstance(exc, ValidationFailed) else (
-                f"malformed tweet: {type(exc).__name__}")
-            log.info("x: tweet %s not accepted: %s", tweet.get("id"), reason)
-            self.count("dead_lettered")
-            await self.intake.dead_letter(
-                channel="x", account=self.account or "", reason=reason,
-                payload=orjson.dumps({"data": tweet}), content_type="application/json")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationFailed(f"malformed tweet: {type(exc).__name__}") from exc
+        return await self.submit(raw)
+
+    async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
+        """A kept tweet (``{"data": tweet}``, optionally with the page's ``includes``)
+        submitted again; exact dedup on the tweet id makes a second replay a duplicate."""
+        try:
+            kept = orjson.loads(payload)
+            tweet, includes = kept["data"], Includes()
+            includes.add(kept.get("includes"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValidationFailed('not a kept tweet ({"data": tweet})') from exc
+        if not isinstance(tweet, dict):
+            raise ValidationFailed('not a kept tweet ({"data": tweet})')
+        return await self._take_tweet(tweet, includes)
 
     async def _thread_of(self, tweet: Mapping[str, Any]) -> str | None:
         """The complaint a reply to one of our reply tweets follows up, if any."""

@@ -33,7 +33,14 @@ from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.app import Role, create_app
 from gateway.logging_json import setup_logging
-from gateway.report import ReportRow, read_rows, summarise, write_chart, write_csv
+from gateway.report import (
+    ReportRow,
+    lifecycle_answers,
+    read_rows,
+    summarise,
+    write_chart,
+    write_csv,
+)
 from normalizer.ids import parse_tracking_code
 
 log = logging.getLogger("lapor_gateway")
@@ -280,7 +287,7 @@ async def report_rows(settings: Settings, year: int, by: str) -> list[ReportRow]
     """The central store's complaints of ``year`` for the report (progress on stderr)."""
     db = await open_database(settings.store_url(), pool_size=2)
     try:
-        return await read_rows(db, year, by)
+        return await read_rows(db, year, by, await lifecycle_answers(db))
     finally:
         await db.close()
 

@@ -30,6 +30,7 @@ from config.settings import GatewaySettings
 from connectors.webform import Render
 from gateway.ops import OVERDUE_LISTED, OpsService, bearer_ok
 from gateway.ops_texts import TEXTS, language
+from gateway.security import OPS_CONTENT_SECURITY_POLICY
 
 COOKIE = "lapor_ops"
 SESSION_MAX_AGE_S = 12 * 3600
@@ -120,6 +121,7 @@ def dashboard_routes(settings: GatewaySettings, render: Render,
         html = render(name, {**context, "t": TEXTS[lang], "lang": lang})
         response = web.Response(text=html, content_type="text/html", status=status)
         response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = OPS_CONTENT_SECURITY_POLICY
         return response
 
     def lang_query(request: web.Request) -> str:
@@ -148,13 +150,13 @@ def dashboard_routes(settings: GatewaySettings, render: Render,
         if not given or not hmac.compare_digest(_bytes(given), token):
             return page(request, "ops_login.html", {"disabled": False, "wrong": True},
                         status=401)
-        response = web.HTTPSeeOther("/ops" + lang_query(request))
+        response = _see_other("/ops" + lang_query(request))
         response.set_cookie(COOKIE, sessions.issue(), max_age=SESSION_MAX_AGE_S, path="/ops",
                             httponly=True, samesite="Strict", secure=secure)
         return response
 
     async def logout(request: web.Request) -> web.StreamResponse:
-        response = web.HTTPSeeOther("/ops/login" + lang_query(request))
+        response = _see_other("/ops/login" + lang_query(request))
         response.del_cookie(COOKIE, path="/ops")
         return response
 
@@ -248,3 +250,9 @@ def dashboard_routes(settings: GatewaySettings, render: Render,
         web.post("/ops/dead-letters/{id}/replay", replay),
         web.get("/ops/static/ops.js", script),
     ]
+
+
+def _see_other(location: str) -> web.Response:
+    """A 303 returned (aiohttp deprecates returning an ``HTTPException``), so a cookie can be
+    set on it."""
+    return web.Response(status=303, headers={"Location": location})

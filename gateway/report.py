@@ -4,12 +4,20 @@
 Reads the central store page by page (a progress line on stderr for long runs), groups the
 complaints of the year (by ``received_at``, UTC), and per group reports: complaints, answered,
 median and mean response time in hours, and SLA compliance: the share of complaints answered
-within ``sla_working_days`` working days (Monday to Friday; LAPOR!'s follow-up deadline is 5)
-among those answered or already past that deadline.
+by their deadline among those answered or already past it.
 
-"Answered" is the first answer the central store knows: the complaint's ``answered_us`` from a
-:data:`AnsweredSource` when the lifecycle provides it, else the moment the complaint was
-delivered into the central store (``stored_us``).
+With the lifecycle in use (``status_history`` holds events, see :func:`lifecycle_answers`):
+
+* "answered" is the first ``answered`` (or ``closed``) status event of the complaint (its
+  ``at``); a complaint without one is not answered yet;
+* the deadline is the one the complaint carries for the agency's answer: ``follow_up_due``
+  (5 working days after it was forwarded, holidays included, :mod:`forwarder.sla`), never
+  later than ``settle_due`` (60 days after receipt).
+
+Without lifecycle events (a store from before it), "answered" is the moment the complaint was
+delivered into the central store (``stored_us``). A complaint without a ``follow_up_due``
+(never forwarded) is due ``sla_working_days`` working days after receipt (Monday to Friday;
+LAPOR!'s follow-up deadline is 5).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import TextIO
 
 from forwarder.db import Database
+from forwarder.store import parse_utc
 
 GROUPINGS = {"agency": "agency", "channel": "channel", "region": "region_code"}
 UNASSIGNED = "(belum ditentukan)"
@@ -33,8 +42,11 @@ SLA_WORKING_DAYS = 5  # LAPOR!: the agency posts its follow-up within 5 working 
 CSV_COLUMNS = ("group", "complaints", "answered", "median_response_h", "mean_response_h",
                "sla_due", "sla_met", "sla_compliance_pct")
 
-#: Optional: the first answer time (epoch µs) of complaints by id, from the lifecycle.
-AnsweredSource = Callable[[list[str]], Awaitable[dict[str, int]]]
+#: Statuses whose first event answers a complaint.
+ANSWERING = ("answered", "closed")
+
+#: Optional: the first answer time of complaints by id, from the lifecycle.
+AnsweredSource = Callable[[list[str]], Awaitable[dict[str, datetime]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +56,7 @@ class ReportRow:
     group: str
     received: datetime
     answered: datetime | None
+    due: datetime | None = None  # the answer's deadline the complaint carries, if any
 
 
 @dataclass
@@ -87,7 +100,7 @@ def summarise(rows: Iterable[ReportRow], *, now: datetime,
     for row in rows:
         stats = groups.setdefault(row.group, GroupStats(row.group))
         stats.complaints += 1
-        deadline = add_working_days(row.received, sla_working_days)
+        deadline = row.due or add_working_days(row.received, sla_working_days)
         if row.answered is not None:
             stats.response_h.append((row.answered - row.received).total_seconds() / 3600)
             stats.sla_due += 1
@@ -133,10 +146,29 @@ class Progress:
         self._stream.flush()
 
 
+async def lifecycle_answers(db: Database) -> AnsweredSource | None:
+    """The first ``answered``/``closed`` event time of complaints from ``status_history``,
+    or None when the store has no lifecycle events at all (answers then mean delivery)."""
+    if await db.fetchrow("SELECT 1 FROM status_history LIMIT 1") is None:
+        return None
+
+    async def answers(ids: list[str]) -> dict[str, datetime]:
+        if not ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(len(ANSWERING) + 1, len(ids) + len(ANSWERING) + 1))
+        rows = await db.fetch(
+            "SELECT complaint_id, MIN(at) FROM status_history WHERE status IN ($1, $2)"
+            f" AND complaint_id IN ({marks}) GROUP BY complaint_id", *ANSWERING, *ids)
+        return {str(cid): parse_utc(str(at)) for cid, at in rows}
+
+    return answers
+
+
 async def read_rows(db: Database, year: int, by: str,
                     answered: AnsweredSource | None = None,
                     progress_stream: TextIO | None = None) -> list[ReportRow]:
-    """The complaints received in ``year`` (UTC), grouped ``by`` agency|channel|region."""
+    """The complaints received in ``year`` (UTC), grouped ``by`` agency|channel|region;
+    answered as ``answered`` says (see :func:`lifecycle_answers`), else when delivered."""
     column = GROUPINGS[by]
     start, end = f"{year:04d}-01-01", f"{year + 1:04d}-01-01"
     count = await db.fetchrow(
@@ -148,27 +180,25 @@ async def read_rows(db: Database, year: int, by: str,
     try:
         while True:
             page = await db.fetch(
-                f"SELECT received_at, id, {column}, stored_us FROM complaints"
-                " WHERE (received_at > $1 OR (received_at = $1 AND id > $2))"
+                f"SELECT received_at, id, {column}, stored_us, follow_up_due, settle_due"
+                " FROM complaints WHERE (received_at > $1 OR (received_at = $1 AND id > $2))"
                 " AND received_at < $3 ORDER BY received_at, id LIMIT $4",
                 last[0], last[1], end, PAGE)
             answers = await answered([str(r[1]) for r in page]) if answered else {}
-            for received_at, cid, group, stored_us in page:
-                answered_us = answers.get(cid) if answered else stored_us
+            for received_at, cid, group, stored_us, follow_up_due, settle_due in page:
+                delivered = datetime.fromtimestamp(int(stored_us) / 1_000_000, UTC) \
+                    if stored_us is not None else None
+                dues = [parse_utc(str(d)) for d in (follow_up_due, settle_due) if d]
                 rows.append(ReportRow(
-                    str(group) if group else UNASSIGNED, _parse_utc(str(received_at)),
-                    datetime.fromtimestamp(int(answered_us) / 1_000_000, UTC)
-                    if answered_us is not None else None))
+                    str(group) if group else UNASSIGNED, parse_utc(str(received_at)),
+                    answers.get(str(cid)) if answered else delivered,
+                    min(dues) if follow_up_due else None))
             progress.advance(len(page))
             if len(page) < PAGE:
                 return rows
             last = (str(page[-1][0]), str(page[-1][1]))
     finally:
         progress.close()
-
-
-def _parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def write_csv(stats: list[GroupStats], out: TextIO) -> None:

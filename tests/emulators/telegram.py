@@ -103,6 +103,10 @@ class TelegramEmulator:
         """Answer the next ``times`` calls of ``method`` with ``status`` (429 or 5xx)."""
         self._failures.setdefault(method, []).extend([(status, retry_after)] * times)
 
+    def recover(self) -> None:
+        """Forget the failures still queued by :meth:`fail`."""
+        self._failures.clear()
+
     def count(self, method: str) -> int:
         """How many times ``method`` was called."""
         return sum(1 for name, _ in self.calls if name == method)

@@ -1,4 +1,6 @@
-"""The annual report on a known data set: counts, response times, SLA compliance, the files."""
+"""The annual report on known data sets: counts, response times, SLA compliance, the files;
+a store without lifecycle events (answered = delivered) and one with them (answered = the first
+``answered``/``closed`` event, deadline = the due dates the complaint carries)."""
 
 from __future__ import annotations
 
@@ -83,3 +85,85 @@ def test_report_command_on_a_known_data_set(tmp_path: Path, monkeypatch: pytest.
     by_channel = {r["group"]: r["complaints"]
                   for r in csv.DictReader(capsys.readouterr().out.splitlines())}
     assert by_channel == {"telegram": "3", "webform": "2", "TOTAL": "5"}
+
+
+def iso(text: str) -> str:
+    return f"{text}.000000Z"
+
+
+# id: (received, agency, follow_up_due, settle_due, [(status, at), ...] in arrival order).
+# Every complaint was delivered an hour after receipt: with the lifecycle, that is no answer.
+LIFECYCLE = {
+    "l0": ("2026-03-02T08:00:00", "Dinas PU", "2026-03-09T16:00:00", "2026-05-01T00:00:00",
+           [("forwarded", "2026-03-02T09:00:00"), ("answered", "2026-03-04T08:00:00")]),
+    # 216 h: past its follow-up due date; the later closure is not the first answer.
+    "l1": ("2026-03-02T08:00:00", "Dinas PU", "2026-03-10T16:00:00", "2026-05-01T00:00:00",
+           [("forwarded", "2026-03-03T08:00:00"), ("answered", "2026-03-11T08:00:00"),
+            ("closed", "2026-03-20T08:00:00")]),
+    # Closed without being forwarded (no follow-up due: 5 working days after receipt); an
+    # answer that happened earlier arrived late: 12 h.
+    "l2": ("2026-03-02T08:00:00", "Dinas PU", None, "2026-05-01T00:00:00",
+           [("closed", "2026-03-03T08:00:00"), ("answered", "2026-03-02T20:00:00")]),
+    # Forwarded, never answered, past due.
+    "l3": ("2026-03-02T08:00:00", "Dinas PU", "2026-03-09T16:00:00", "2026-05-01T00:00:00",
+           [("forwarded", "2026-03-02T09:00:00"), ("in_follow_up", "2026-03-03T09:00:00")]),
+    "l4": ("2026-06-01T00:00:00", "Dinas Kesehatan", "2026-06-08T16:00:00",
+           "2026-07-31T00:00:00",
+           [("verified", "2026-06-01T01:00:00"), ("answered", "2026-06-01T05:00:00")]),
+    # Forwarded so late that settlement (60 days) comes before the follow-up due date:
+    # answered within the follow-up clock but after the settlement one, so late. 1512 h.
+    "l5": ("2026-03-02T08:00:00", "Dinas Kesehatan", "2026-05-05T16:00:00",
+           "2026-05-01T00:00:00",
+           [("forwarded", "2026-04-28T08:00:00"), ("answered", "2026-05-04T08:00:00")]),
+    "l6": ("2025-12-31T08:00:00", "Dinas PU", "2026-01-07T16:00:00", "2026-03-01T00:00:00",
+           [("answered", "2026-01-02T08:00:00")]),  # last year
+}
+
+
+async def seed_lifecycle_data(url: str) -> None:
+    db = await open_database(url, pool_size=2)
+    try:
+        for cid, (received, agency, follow_up_due, settle_due, events) in LIFECYCLE.items():
+            stored_us = int((utc(received).timestamp() + 3600) * 1_000_000)
+            await db.execute(
+                "INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
+                " received_at, stored_us, classification, agency, region_code, payload,"
+                " follow_up_due, settle_due)"
+                " VALUES ($1, $2, 'webform', 'web', $1, $3, $4, 'pengaduan', $5, '64.72', '{}',"
+                " $6, $7)",
+                cid, cid.upper(), iso(received), stored_us, agency,
+                iso(follow_up_due) if follow_up_due else None, iso(settle_due))
+            for seq, (status, at) in enumerate(events, start=1):
+                await db.execute(
+                    "INSERT INTO status_history (event_id, complaint_id, seq, status, at, actor,"
+                    " agency, applied, recorded_us) VALUES ($1, $2, $3, $4, $5, 'agency', $6,"
+                    " $7, $8)", f"{cid}-{seq}", cid, seq, status, iso(at), agency,
+                    seq == len(events) or status != "answered", stored_us + seq)
+    finally:
+        await db.close()
+
+
+def assert_lifecycle_report(csv_text: str) -> None:
+    rows = {r["group"]: r for r in csv.DictReader(csv_text.splitlines())}
+    assert list(rows) == ["Dinas PU", "Dinas Kesehatan", "TOTAL"]
+    pu, health, whole = rows["Dinas PU"], rows["Dinas Kesehatan"], rows["TOTAL"]
+    assert (pu["complaints"], pu["answered"]) == ("4", "3")
+    assert (pu["median_response_h"], pu["mean_response_h"]) == ("48.0", "92.0")  # 48, 216, 12
+    assert (pu["sla_due"], pu["sla_met"], pu["sla_compliance_pct"]) == ("4", "2", "50.0")
+    assert (health["complaints"], health["answered"]) == ("2", "2")
+    assert health["median_response_h"] == "758.5"  # 5 and 1512
+    assert (health["sla_due"], health["sla_met"]) == ("2", "1")
+    assert (whole["complaints"], whole["answered"], whole["median_response_h"]) == (
+        "6", "5", "48.0")
+    assert whole["mean_response_h"] == "358.6"  # (5 + 12 + 48 + 216 + 1512) / 5
+    assert (whole["sla_due"], whole["sla_met"], whole["sla_compliance_pct"]) == ("6", "3", "50.0")
+
+
+def test_report_with_the_lifecycle_uses_first_answers_and_due_dates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'lapor.db'}"
+    asyncio.run(seed_lifecycle_data(url))
+    monkeypatch.setenv("LAPOR_STORE__URL", url)
+    out = tmp_path / "laporan-2026.csv"
+    assert main(["report", "--year", "2026", "--by", "agency", "--out", str(out)]) == 0
+    assert_lifecycle_report(out.read_text(encoding="utf-8"))
