@@ -148,13 +148,13 @@ def dashboard_routes(settings: GatewaySettings, render: Render,
         if not given or not hmac.compare_digest(_bytes(given), token):
             return page(request, "ops_login.html", {"disabled": False, "wrong": True},
                         status=401)
-        response = web.HTTPSeeOther("/ops" + lang_query(request))
+        response = _see_other("/ops" + lang_query(request))
         response.set_cookie(COOKIE, sessions.issue(), max_age=SESSION_MAX_AGE_S, path="/ops",
                             httponly=True, samesite="Strict", secure=secure)
         return response
 
     async def logout(request: web.Request) -> web.StreamResponse:
-        response = web.HTTPSeeOther("/ops/login" + lang_query(request))
+        response = _see_other("/ops/login" + lang_query(request))
         response.del_cookie(COOKIE, path="/ops")
         return response
 
@@ -248,3 +248,9 @@ def dashboard_routes(settings: GatewaySettings, render: Render,
         web.post("/ops/dead-letters/{id}/replay", replay),
         web.get("/ops/static/ops.js", script),
     ]
+
+
+def _see_other(location: str) -> web.Response:
+    """A 303 to ``location`` that can carry cookies (aiohttp deprecates *returning* an
+    ``HTTPSeeOther``: with warnings as errors the request failed)."""
+    return web.Response(status=303, headers={"Location": location})
