@@ -13,6 +13,9 @@ policy (it never raises on a malformed header) and decodes everything here:
 * Headers: RFC 2047 encoded words (any charset, mislabeled too) and raw 8-bit headers.
 * Attachments and inline images: decoded bytes with their declared type; the intake sniffs the
   real type. Over ``max_bytes`` or beyond ``max_count`` they are listed as skipped.
+* MIME bombs: more than :data:`MAX_PARTS` boundary lines, or nesting deeper than the parser
+  can recurse, raise :class:`errors.ValidationFailed` (the connector keeps a dead letter);
+  forwards nested beyond :data:`MAX_DEPTH` are not read.
 """
 
 from __future__ import annotations
