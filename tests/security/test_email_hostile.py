@@ -336,12 +336,6 @@ async def test_hostile_mail_in_a_real_mailbox_never_stalls_the_good_mail(
 
 
 @pytest.fixture
-async def telegram() -> AsyncIterator[TelegramEmulator]:
-    async with TelegramEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
 async def mail_gw(tmp_path: Path, telegram: TelegramEmulator,
                   dovecot: DovecotServer) -> AsyncIterator[Gateway]:
     """The in-process gateway of the security suite, reading the real mailbox."""
