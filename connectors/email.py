@@ -231,6 +231,8 @@ class EmailConnector(BaseConnector):
         try:
             parsed = parse_mail(item.raw, max_attachment_bytes=self._settings.max_attachment_bytes,
                                 max_attachments=self._settings.max_attachments)
+        except ValidationFailed as exc:  # a MIME bomb, refused before or while parsing
+            return _Prepared(item.uid, item.raw, None, str(exc))
         except Exception as exc:  # the email package is lenient; anything left is a bad message
             return _Prepared(item.uid, item.raw, None, f"unparseable: {type(exc).__name__}")
         return _Prepared(item.uid, item.raw, parsed, None)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.emulators.dovecot import DovecotServer
 from tests.emulators.telegram import TelegramEmulator
 from tests.faults.pgserver import PrivatePostgres
-from tests.faults.traffic import Audit
+from tests.faults.traffic import MAIL_PASSWORD, MAIL_USER, Audit
 from tests.integration.support import PgDatabase, running_broker
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
@@ -88,11 +89,13 @@ def render(rows: list[Row]) -> str:
         "file whenever all of its scenarios run.",
         "",
         "Each scenario runs steady mixed-channel traffic (partner API, web form, signed WhatsApp",
-        "webhooks, Telegram long polling) against the gateway, injects one fault mid-stream,",
+        "webhooks, Telegram long polling; scenario 4 adds email appended to a real Dovecot",
+        "mailbox) against the gateway, injects one fault mid-stream,",
         "recovers, and then audits the central store by the unique marker in every complaint's",
         "text. *Acknowledged* means the channel was told the complaint is safe (HTTP 2xx, or the",
-        "Telegram update confirmed); everything else was refused (503 with Retry-After, or no",
-        "answer) and stays with the channel, which sends it again: the suite does so after the",
+        "Telegram update confirmed, for email the mailbox's OK to `APPEND`); everything else",
+        "was refused (503 with Retry-After, or no answer) and stays with the channel, which",
+        "sends it again: the suite does so after the",
         "fault, with the same message id or form submission, as the channel would (*refused,",
         "sent again* counts those sends; Telegram redelivers unconfirmed updates by itself), so",
         "in the end every complaint sent must be acknowledged. *Stored exactly once* counts",
@@ -113,8 +116,8 @@ def render(rows: list[Row]) -> str:
         "",
         "A complaint already durable when the fault cut its answer off is found again by the",
         "redelivery and answered with the same tracking code: that is what *duplicates = 0*",
-        "proves. Scenario (4), Dovecot dropped and restarted, joins this table with the email",
-        "connector.",
+        "proves. For email the same holds through the mailbox: a message appended twice (its",
+        "first `APPEND` cut off by the kill) carries one Message-ID and is one complaint.",
         "",
         f"Last run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit}, "
         f"Python {sys.version.split()[0]}, {platform.machine()}.",
@@ -146,3 +149,12 @@ broker = pytest.fixture(scope="session")(running_broker)
 async def telegram() -> AsyncIterator[TelegramEmulator]:
     async with TelegramEmulator() as emulator:
         yield emulator
+
+
+@pytest.fixture
+def mailbox() -> Iterator[DovecotServer]:
+    """A real Dovecot with the gateway's mailbox (scenario 4 kills and restarts it)."""
+    server = DovecotServer(users={MAIL_USER: MAIL_PASSWORD})
+    server.start()
+    yield server
+    server.cleanup()

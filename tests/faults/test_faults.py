@@ -5,8 +5,8 @@ One test per scenario, each bounded in time; each records its row of ``docs/RELI
 ``tests/integration`` (``GatewayProcess``, ``BrokerProcess``, ``PgDatabase``, ``wait_for``)
 do the process work; ``traffic.py`` sends and audits.
 
-A scenario with the email channel (Dovecot dropped and restarted) is one more test of the same
-shape: add ``"email"`` to the traffic's channels and a sender for it.
+Scenario (4) adds the email channel: mail appended to a real Dovecot's INBOX, which is
+killed (SIGKILL, every process) mid-stream and started again.
 """
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from imapclient import IMAPClient
 
+from tests.emulators.dovecot import DovecotServer
 from tests.emulators.graph import EmulatedGraph
 from tests.emulators.telegram import TelegramEmulator
 from tests.faults.conftest import Report
 from tests.faults.pgserver import PrivatePostgres
 from tests.faults.traffic import (
     API_KEY,
+    CHANNELS,
+    MAIL_PASSWORD,
+    MAIL_USER,
     Audit,
     Traffic,
     elapsed,
@@ -206,6 +211,62 @@ async def test_3_postgresql_crash_restart(tmp_path: Path, pg: PgDatabase, broker
     report.record("3. PostgreSQL crash (immediate stop), restart", audit, elapsed(started),
                   f"{during} sent during the outage; {refusals(traffic)}")
     assert audit.ok, audit
+    assert_no_server_errors(traffic)
+
+
+def mailbox_flags(server: DovecotServer) -> list[tuple[bytes, ...]]:
+    """The flags of every message in the INBOX (read-only: nothing changes)."""
+    client = IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=10)
+    try:
+        client.login(MAIL_USER, MAIL_PASSWORD)
+        client.select_folder("INBOX", readonly=True)
+        return [tuple(data[b"FLAGS"]) for data in client.fetch("1:*", ["FLAGS"]).values()]
+    finally:
+        client.logout()
+
+
+@pytest.mark.timeout(SCENARIO_TIMEOUT)
+async def test_4_dovecot_kill9_mid_stream(tmp_path: Path, pg: PgDatabase, broker: BrokerProcess,
+                                          telegram: TelegramEmulator, mailbox: DovecotServer,
+                                          report: Report) -> None:
+    """Dovecot (master and every child) is killed while mail arrives and the connector is
+    fetching and flagging; mail is refused while it is down; it starts again on the same
+    Maildir. Every message the mailbox took is stored once and ends up flagged."""
+    started = time.monotonic()
+    env = {**kafka_env_for(broker.bootstrap, receipt_timeout_s=5), "LAPOR_STORE__URL": pg.url,
+           **gateway_env(telegram=telegram, mailbox=mailbox)}
+    async with serving(GatewayProcess(tmp_path / "gw", env)) as gateway:
+        async with running(Traffic(lambda: gateway.url, telegram, mailbox,
+                                   channels=(*CHANNELS, "email"))) as traffic:
+            await acked_at_least(traffic, 60)
+            await asyncio.to_thread(mailbox.kill)
+            down = time.monotonic()
+            refused_before = traffic.appends()["refused"]
+
+            async def refusing() -> bool:
+                return traffic.appends()["refused"] >= refused_before + 10
+
+            await wait_for(refusing, within=15, what="mail refused while Dovecot is down")
+            await asyncio.to_thread(mailbox.start)
+            outage = elapsed(down)
+            await acked_at_least(traffic, len(traffic.acknowledged()) + 60)
+        audit = await settle(traffic, pg_payloads(pg))
+        in_mailbox = await asyncio.to_thread(mailbox_flags, mailbox)
+
+        async def all_flagged() -> bool:
+            nonlocal in_mailbox
+            in_mailbox = await asyncio.to_thread(mailbox_flags, mailbox)
+            return all(b"\\Seen" in f and b"LaporDiterima" in f for f in in_mailbox)
+
+        await wait_for(all_flagged, within=30, what="every message in the INBOX flagged")
+    emails = sum(1 for i in traffic.sent if i.channel == "email")
+    appends = traffic.appends()
+    report.record("4. Dovecot kill -9 mid-stream, restart", audit, elapsed(started),
+                  f"{emails} emails, {len(in_mailbox)} messages in the INBOX, all flagged; "
+                  f"Dovecot down {outage}s; APPEND ok {appends['ok']}, refused "
+                  f"{appends['refused']}; {refusals(traffic)}")
+    assert audit.ok, audit
+    assert appends["refused"] >= 10 and emails >= 20
     assert_no_server_errors(traffic)
 
 

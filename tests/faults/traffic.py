@@ -3,14 +3,17 @@
 Every complaint carries a unique marker in its text (``FLT<run>x<n>``), so the central store
 can be audited without knowing how each channel derives its native id. A complaint counts as
 *acknowledged* when the channel was told it is safe: a 2xx to the API, the form or the
-WhatsApp webhook, or, for Telegram (polling), the update confirmed by a higher
-``getUpdates`` offset. Refusals (503 while a fault lasts, connection refused while the
-gateway is down) are *not* acknowledged: the channel keeps the message and sends it again.
+WhatsApp webhook; for Telegram (polling), the update confirmed by a higher ``getUpdates``
+offset; for email, the mailbox answering ``APPEND`` with OK (the message is then in Dovecot,
+and the gateway must import it exactly once). Refusals (503 while a fault lasts, connection
+refused while the gateway or Dovecot is down) are *not* acknowledged: the channel keeps the
+message and sends it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import itertools
 import json
 import re
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from imapclient import IMAPClient
 
+from tests.emulators.dovecot import DovecotServer
 from tests.emulators.graph import (
     EmulatedGraph,
     encode,
@@ -38,11 +43,13 @@ API_KEY = "faults-key"
 WA_SECRET = "faults-app-secret"
 WA_PNID = "106540352242999"
 CHANNELS = ("api", "webform", "whatsapp", "telegram")
+MAIL_USER, MAIL_PASSWORD, MAIL_ADDRESS = "gateway", "rahasia", "pengaduan@kaltimprov.go.id"
+APPEND_OK = 250  # what an email's item records when the mailbox took it (not an HTTP answer)
 MARKER = re.compile(r"FLT[0-9a-f]{6}x\d{5}")
 
 
-def gateway_env(*, telegram: TelegramEmulator | None, graph: EmulatedGraph | None = None
-                ) -> dict[str, str]:
+def gateway_env(*, telegram: TelegramEmulator | None, graph: EmulatedGraph | None = None,
+                mailbox: DovecotServer | None = None) -> dict[str, str]:
     """The channel configuration of a gateway under test (rate limits off: this is load)."""
     env = {
         "LAPOR_CONNECTORS__API__KEYS": json.dumps({"faults": API_KEY}),
@@ -64,6 +71,18 @@ def gateway_env(*, telegram: TelegramEmulator | None, graph: EmulatedGraph | Non
             "LAPOR_CONNECTORS__TELEGRAM__TOKEN": telegram.token,
             "LAPOR_CONNECTORS__TELEGRAM__API_BASE": telegram.url,
             "LAPOR_CONNECTORS__TELEGRAM__POLL_TIMEOUT_S": "1",
+        })
+    if mailbox is not None:
+        env.update({
+            "LAPOR_CONNECTORS__EMAIL__ENABLED": "true",
+            "LAPOR_CONNECTORS__EMAIL__IMAP_HOST": "127.0.0.1",
+            "LAPOR_CONNECTORS__EMAIL__IMAP_PORT": str(mailbox.port),
+            "LAPOR_CONNECTORS__EMAIL__IMAP_SSL": "false",
+            "LAPOR_CONNECTORS__EMAIL__USERNAME": MAIL_USER,
+            "LAPOR_CONNECTORS__EMAIL__PASSWORD": MAIL_PASSWORD,
+            "LAPOR_CONNECTORS__EMAIL__FROM_ADDRESS": MAIL_ADDRESS,
+            "LAPOR_CONNECTORS__EMAIL__MAX_BACKOFF_S": "1",
+            "LAPOR_CONNECTORS__EMAIL__TIMEOUT_S": "10",
         })
     return env
 
@@ -95,6 +114,7 @@ class Traffic:
 
     url: Callable[[], str]
     telegram: TelegramEmulator | None = None
+    mailbox: DovecotServer | None = None  # the "email" channel appends to its INBOX
     channels: Sequence[str] = CHANNELS
     rate: float = 25.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
@@ -149,12 +169,41 @@ class Traffic:
         return item
 
     async def _post(self, session: aiohttp.ClientSession, item: Sent) -> None:
+        if item.channel == "email":
+            item.status, item.retry_after = await asyncio.to_thread(self._append, item), None
+            item.answers.append((item.status, None))
+            return
         try:
             item.status, item.retry_after = await _SENDERS[item.channel](
                 session, self.url(), item, complaint_text(item.marker))
         except (aiohttp.ClientError, TimeoutError):
             item.status, item.retry_after = None, None
         item.answers.append((item.status, item.retry_after))
+
+    def _append(self, item: Sent) -> int | None:
+        """Deliver one citizen's mail into the INBOX (the mail server's part); APPEND_OK, or
+        None when Dovecot refused or dropped it (the sending server keeps it and retries:
+        the same Message-ID, so a copy that did land is the same complaint)."""
+        assert self.mailbox is not None
+        number = int(item.marker[-5:])
+        raw = (f"From: Warga {number} <warga{number}.{self.run_id}@example.id>\r\n"
+               f"To: {MAIL_ADDRESS}\r\nSubject: Laporan lampu jalan\r\n"
+               f"Message-ID: <{item.marker}@mail.example.id>\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+               f"{complaint_text(item.marker)}\r\n").encode()
+        try:
+            client = IMAPClient("127.0.0.1", port=self.mailbox.port, ssl=False, timeout=5)
+            try:
+                client.login(MAIL_USER, MAIL_PASSWORD)
+                client.append("INBOX", raw)
+            finally:
+                try:
+                    client.logout()
+                except (OSError, imaplib.IMAP4.error):
+                    pass
+        except (OSError, imaplib.IMAP4.error):
+            return None
+        return APPEND_OK
 
     async def redeliver(self, within: float = 30) -> int:
         """Send every refused complaint again, as its channel would (same message id, same
@@ -190,7 +239,13 @@ class Traffic:
     def statuses(self) -> Counter[str]:
         """Every answer to the HTTP channels, redeliveries included: ``{"202": n, "503": n,
         "none": n}`` (none: no answer, the gateway was down)."""
-        return Counter(str(status or "none") for i in self.sent for status, _ in i.answers)
+        return Counter(str(status or "none") for i in self.sent if i.channel != "email"
+                       for status, _ in i.answers)
+
+    def appends(self) -> Counter[str]:
+        """Every delivery try of the email channel: ``{"ok": n, "refused": n}``."""
+        return Counter("ok" if status == APPEND_OK else "refused"
+                       for i in self.sent if i.channel == "email" for status, _ in i.answers)
 
 
 async def _api(session: aiohttp.ClientSession, url: str, item: Sent,

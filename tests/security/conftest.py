@@ -66,7 +66,8 @@ class Gateway:
 
 
 def settings_for(data_dir: Path, bootstrap: str, telegram: TelegramEmulator,
-                 **gateway: Any) -> Any:
+                 connectors: Mapping[str, Any] | None = None, **gateway: Any) -> Any:
+    """``connectors`` adds channels (e.g. ``{"email": {...}}``) to the push channels."""
     prefix = f"sec{uuid.uuid4().hex[:8]}"
     return load_settings(
         gateway={"data_dir": str(data_dir), "public_url": PUBLIC_URL, "ops_token": OPS_TOKEN,
@@ -87,16 +88,19 @@ def settings_for(data_dir: Path, bootstrap: str, telegram: TelegramEmulator,
                     "send_api_base": "http://127.0.0.1:9"},
             "telegram": {"enabled": True, "mode": "webhook", "token": telegram.token,
                          "api_base": telegram.url, "secret_token": TG_SECRET},
+            **(connectors or {}),
         },
     )
 
 
 async def start_gateway(tmp_path: Path, telegram: TelegramEmulator,
+                        connectors: Mapping[str, Any] | None = None,
                         **gateway: Any) -> AsyncIterator[Gateway]:
     """Kafka is unreachable on purpose: hostile input never needs it (the outbox keeps what
     is accepted), and no consumer group slows the start and stop of every test."""
     data_dir = tmp_path / "data"
-    settings = settings_for(data_dir, BrokerProcess().bootstrap, telegram, **gateway)
+    settings = settings_for(data_dir, BrokerProcess().bootstrap, telegram, connectors,
+                            **gateway)
     app = create_app(settings, frozenset({Role.GATEWAY, Role.SINK}))
     server = TestServer(app, host="127.0.0.1")
     async with TestClient(server, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
