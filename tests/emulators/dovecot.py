@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from forwarder.broker import free_port as broker_free_port
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 START_WITHIN_S = 20.0
@@ -31,9 +33,8 @@ def dovecot_version() -> tuple[int, int]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port (outside the ephemeral range; see ``forwarder.broker``)."""
+    return broker_free_port()
 
 
 def _mail_owner() -> tuple[str, str, int, int]:

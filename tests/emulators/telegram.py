@@ -11,7 +11,9 @@ python-telegram-bot to talk to it over real HTTP:
 * ``/file/bot<token>/<file_path>`` serves the bytes registered with :meth:`add_file`.
 * :meth:`fail` queues a 429 (``parameters.retry_after``) or a 502 for a method. After a 429 the
   method stays flood-limited until ``retry_after`` has passed, as on Telegram: a call that comes
-  earlier is answered 429 again and counted in ``flood_violations`` (tests count, never time).
+  earlier is answered 429 again and counted in ``flood_violations`` (tests count, never time);
+  a call arriving within ``IN_FLIGHT_S`` of the 429 was sent before the client could know of it
+  (concurrent sends already on the wire) and is answered 429 without counting.
 * With a webhook set, pending updates are POSTed to it one at a time, in order, with
   ``X-Telegram-Bot-Api-Secret-Token``; non-2xx answers are retried (``last_error_message``).
 """
@@ -33,6 +35,7 @@ from tests.emulators.loopback import serve_loopback
 
 DOWNLOAD_LIMIT = 20_000_000  # bytes; Telegram's getFile refuses larger files
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+IN_FLIGHT_S = 0.25  # calls this soon after a 429 were already on the wire when it was sent
 _STRING_FIELDS = frozenset({"text", "caption", "url", "secret_token", "file_id", "ip_address"})
 
 
@@ -62,6 +65,7 @@ class TelegramEmulator:
         self._files: dict[str, tuple[str, str, bytes | None, int]] = {}
         self._failures: dict[str, list[tuple[int, int | None]]] = {}
         self._flood_until: dict[str, float] = {}
+        self._flood_issued: dict[str, float] = {}
         self._update_ids = itertools.count(10_000)
         self._message_ids = itertools.count(1)
         self._sent_ids = itertools.count(900_000)
@@ -182,7 +186,8 @@ class TelegramEmulator:
             return self._error(method, 401, "Unauthorized")
         until = self._flood_until.get(method, 0.0)
         if time.monotonic() < until:
-            self.flood_violations += 1
+            if time.monotonic() - self._flood_issued.get(method, 0.0) > IN_FLIGHT_S:
+                self.flood_violations += 1
             return self._flood(method, max(1, int(until - time.monotonic()) + 1))
         queued = self._failures.get(method)
         if queued:
@@ -190,6 +195,7 @@ class TelegramEmulator:
             if status == 429:
                 wait = retry_after or 1
                 self._flood_until[method] = time.monotonic() + wait
+                self._flood_issued[method] = time.monotonic()
                 return self._flood(method, wait)
             self.responses[(method, status)] += 1
             return web.Response(status=status, text=f"<html>{status} Bad Gateway</html>",
