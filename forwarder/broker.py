@@ -124,7 +124,7 @@ class EmbeddedBroker:
                     f"(is port {self.port} taken?)"
                 )
             try:
-                await ensure_topics(self.bootstrap, self._topics, self._partitions)
+                await ensure_topics(self.bootstrap, self._topics, self._partitions, exact=True)
                 return
             except (BrokerUnavailable, OSError) as exc:
                 last = exc

@@ -90,3 +90,29 @@ async def test_batch_handled_across_a_restart_request_is_not_committed(
     finally:
         await loop.stop()
     assert await _committed(broker.bootstrap, topic, group) == 3
+
+
+async def _partitions(bootstrap: str, topic: str) -> set[int]:
+    """The topic's partitions as a fresh client sees them (asking creates a missing topic
+    with the broker's default count, as a reconnecting client does)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        partitions: set[int] = await producer.partitions_for(topic)
+        return partitions
+    finally:
+        await producer.stop()
+
+
+async def test_topic_auto_created_by_a_client_gets_the_configured_partitions(
+    broker: BrokerProcess,
+) -> None:
+    """After a restart the gateway's clients can reach the broker before the topics are
+    created; the broker then creates them with its own default count (4). A producer that
+    still knows 6 partitions writes to partitions 4 and 5, which the broker acknowledges and
+    no consumer reads: those complaints were never delivered."""
+    topic = f"auto-{uuid.uuid4().hex[:8]}"
+    configured = 6
+    assert len(await _partitions(broker.bootstrap, topic)) != configured  # the fault
+    await ensure_topics(broker.bootstrap, [topic], configured, exact=True)
+    assert await _partitions(broker.bootstrap, topic) == set(range(configured))
