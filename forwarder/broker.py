@@ -4,8 +4,10 @@ Started as a child process on a loopback port when ``kafka.bootstrap_servers = "
 It keeps everything in memory (the wheel's build has no other storage engine), so a restart
 loses every topic, record and committed offset; the outbox makes that harmless. The launcher
 supervises the child: if it dies it is started again on the same port, the topics are created
-again, and ``on_restart`` callbacks run (the consumers rebuild themselves). The child gets
-SIGKILL when this process dies, so a ``kill -9`` of the gateway leaves no orphan broker.
+again (with the configured partition count, even when a reconnecting client got the broker to
+create one first with its default count), and ``on_restart`` callbacks run (the consumers
+rebuild themselves). The child gets SIGKILL when this process dies, so a ``kill -9`` of the
+gateway leaves no orphan broker.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class EmbeddedBroker:
                     f"(is port {self.port} taken?)"
                 )
             try:
-                await ensure_topics(self.bootstrap, self._topics, self._partitions)
+                await ensure_topics(self.bootstrap, self._topics, self._partitions, exact=True)
                 return
             except (BrokerUnavailable, OSError) as exc:
                 last = exc

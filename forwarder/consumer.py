@@ -6,6 +6,12 @@ idempotent. Any error (broker gone, commit refused, handler failure) tears the c
 builds a new one after a backoff: the new one resumes from the committed offsets, or from the
 earliest record when the broker has lost them. :meth:`request_restart` does the same on demand,
 e.g. after the embedded broker was restarted with an empty log.
+
+A batch during which a restart was requested is not committed: it was read from a log the
+broker may have lost, and its offsets, committed to the broker that replaced it, would point
+past the new log's end. The embedded broker (tansu) answers a fetch there with no records
+rather than ``OFFSET_OUT_OF_RANGE``, so ``auto_offset_reset`` would never apply and the
+partition would stall until its new log grew past the offset.
 """
 
 from __future__ import annotations
@@ -111,6 +117,11 @@ class ConsumerLoop(ABC):
             self._handling = True
             try:
                 await self.handle(records)
+                if self._restart.is_set():
+                    # The broker was replaced meanwhile: these offsets belong to its lost log.
+                    log.info("%s: restart requested; batch handled, offsets not committed",
+                             self.name)
+                    return
                 offsets: dict[Any, int] = {tp: batch[-1].offset + 1
                                            for tp, batch in batches.items()}
                 await consumer.commit(offsets)

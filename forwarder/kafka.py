@@ -82,22 +82,52 @@ def header(headers: Any, name: str) -> str | None:
     return None
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    """Create the topics that do not exist yet. Raises :class:`BrokerUnavailable`."""
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, *,
+                        exact: bool = False) -> None:
+    """Create the topics that do not exist yet. Raises :class:`BrokerUnavailable`.
+
+    With ``exact``, a topic with another partition count is deleted and created again, and the
+    call fails unless every topic ends up with ``partitions``. That is for the embedded broker
+    after a restart: it creates a topic that a client merely asks about (metadata request), with
+    its own default count, and the gateway's clients, reconnecting, can ask before this runs. A
+    producer that still knows the old count then writes to partitions the broker acknowledges
+    but no consumer is assigned, and whatever is keyed there is never delivered.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        wrong = await _wrong_partition_count(admin, topics, existing, partitions) if exact else []
+        if wrong:
+            log.warning("topics %s have the broker's default partition count, not %d: "
+                        "creating them again", ", ".join(wrong), partitions)
+            await admin.delete_topics(wrong)
+        missing = [NewTopic(t, partitions, 1) for t in topics
+                   if t not in existing or t in wrong]
         if missing:
             try:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
+        if exact:
+            wrong = await _wrong_partition_count(admin, topics, set(await admin.list_topics()),
+                                                 partitions)
+            if wrong:
+                raise BrokerUnavailable(f"topics {', '.join(wrong)} do not have {partitions} "
+                                        "partitions yet")
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot create topics: {exc}") from exc
     finally:
         await admin.close()
+
+
+async def _wrong_partition_count(admin: AIOKafkaAdminClient, topics: list[str],
+                                 existing: set[str], partitions: int) -> list[str]:
+    present = [t for t in topics if t in existing]
+    if not present:
+        return []
+    described = await admin.describe_topics(present)
+    return [str(d["topic"]) for d in described if len(d["partitions"]) != partitions]
 
 
 class Producer:
