@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.integration.support import PNG, GatewayProcess, PgDatabase, wait_for
 
@@ -27,6 +29,17 @@ def _browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+def _appears(driver: webdriver.Chrome, element_id: str, within: float = 20) -> str:
+    """The element's text once the page that shows it has loaded (a POST under load can take
+    a while: never read the page that is being left)."""
+    def shown(_: object) -> str:
+        found = driver.find_elements(By.ID, element_id)
+        return str(found[0].text) if found else ""
+
+    return str(WebDriverWait(driver, within, ignored_exceptions=(
+        StaleElementReferenceException,)).until(shown))
+
+
 def _fill_and_submit(url: str, photo: Path, screenshot: Path) -> tuple[str, str, str]:
     driver = _browser()
     try:
@@ -34,7 +47,7 @@ def _fill_and_submit(url: str, photo: Path, screenshot: Path) -> tuple[str, str,
         assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "id"
         # Submitting an empty form keeps the citizen on the form with reasons in Indonesian.
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        errors = driver.find_element(By.ID, "err-isi").text
+        errors = _appears(driver, "err-isi")
         driver.find_element(By.ID, "judul").send_keys("Banjir di Jl. Antasari")
         driver.find_element(By.ID, "isi").send_keys(
             "Air setinggi lutut sejak subuh, saluran air tersumbat sampah. <b>Tolong</b>!")
@@ -43,10 +56,10 @@ def _fill_and_submit(url: str, photo: Path, screenshot: Path) -> tuple[str, str,
         driver.find_element(By.ID, "kontak").send_keys("rina@example.id")
         driver.find_element(By.ID, "lampiran").send_keys(str(photo))
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        code = driver.find_element(By.ID, "kode-pelacakan").text
+        code = _appears(driver, "kode-pelacakan")
         driver.save_screenshot(str(screenshot))
         driver.find_element(By.LINK_TEXT, "halaman status").click()
-        status = driver.find_element(By.ID, "status").text
+        status = _appears(driver, "status")
         return errors, code, status
     finally:
         driver.quit()
