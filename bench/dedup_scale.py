@@ -5,6 +5,8 @@ Usage (from the repository root)::
     python bench/dedup_scale.py                        # SQLite file, 0 / 100k / 1M stored
     python bench/dedup_scale.py --count 200000         # smaller
     python bench/dedup_scale.py --store postgresql://postgres@127.0.0.1/lapor_bench
+    python bench/dedup_scale.py --reuse /tmp/dedup-1m.db   # keep the filled SQLite file;
+                                                       # a second run measures it unfilled
 
 The store is the gateway's own (migrations from ``forwarder/migrations``); it is filled in
 stages (empty, ``--baseline``, ``--count``) with bulk inserts (SQLite) or COPY (PostgreSQL) of
@@ -277,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                              "years kept; 29: every one inside the 30-day window, the worst "
                              "case)")
     parser.add_argument("--pool", type=int, default=3000, help="realistic complaints to borrow")
+    parser.add_argument("--reuse", metavar="PATH", type=Path,
+                        help="SQLite file: filled (all stages) and kept when missing; when it "
+                             "exists, only the empty store and this file are measured")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     postgres = (args.store or args.measure or "").startswith("postgres")
@@ -287,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print("$ " + " ".join(["python", "bench/dedup_scale.py", *sys.argv[1:]]))
     with tempfile.TemporaryDirectory(prefix="dedup-scale-") as tmp:
-        url = args.store or f"sqlite:///{tmp}/lapor.db"
+        if args.reuse is not None and args.reuse.exists():
+            return measure_reused(f"sqlite:///{tmp}/lapor.db", f"sqlite:///{args.reuse}",
+                                  args.lookups, concurrency)
+        url = args.store or f"sqlite:///{args.reuse or Path(tmp) / 'lapor.db'}"
         asyncio.run(prepare(url))
         started = time.perf_counter()
         pool = Pool(Router.from_files(), args.pool)
@@ -295,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - started:.1f} s; near copies {args.near_copies:.0%}; "
               f"received over {args.days:g} days (window 30); "
               f"concurrency {concurrency}")
-        header = (f"{'stored':>10} {'fill s':>7} {'lookups/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-                  f"{'cands':>6} {'RSS MiB':>8} {'store':>10}")
-        print(header)
+        print(HEADER)
         results = []
         stored = 0
         for stage, target in enumerate(sorted({0, min(args.baseline, args.count), args.count})):
@@ -311,18 +317,45 @@ def main(argv: list[str] | None = None) -> int:
                                 target - stored, stage, args.near_copies, args.days)
                 stored = target
             fill_s = time.perf_counter() - started
-            r = measure_in_child(url, args.lookups, concurrency)
-            results.append(r)
-            print(f"{int(r['stored']):>10,} {fill_s:>7.1f} {r['lookups_s']:>10,.0f} "
-                  f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['candidates']:>6.1f} "
-                  f"{r['rss_mib']:>8.0f} {store_size(url):>10}", flush=True)
-        first, last = results[0], results[-1]
-        print(f"\nlookups/s at {int(last['stored']):,} vs empty: "
-              f"{last['lookups_s'] / first['lookups_s']:.2f}x; goal >= {GOAL_LOOKUPS:,.0f}/s: "
-              f"{'ok' if last['lookups_s'] >= GOAL_LOOKUPS else 'MISSED'}; RSS goal "
-              f"< {GOAL_RSS_MIB:,.0f} MiB: {'ok' if last['rss_mib'] < GOAL_RSS_MIB else 'MISSED'}")
-        print(f"fingerprint of one realistic complaint (once per complaint, any store size): "
-              f"{last['fingerprint_ms']:.2f} ms")
+            results.append(measure_stage(url, args.lookups, concurrency, fill_s))
+        summarise(results)
+    return 0
+
+
+HEADER = (f"{'stored':>10} {'fill s':>7} {'lookups/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'cands':>6} {'RSS MiB':>8} {'store':>10}")
+
+
+def measure_stage(url: str, lookups: int, concurrency: int, fill_s: float) -> dict[str, float]:
+    """Measure the store in a child process and print its row."""
+    r = measure_in_child(url, lookups, concurrency)
+    print(f"{int(r['stored']):>10,} {fill_s:>7.1f} {r['lookups_s']:>10,.0f} "
+          f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['candidates']:>6.1f} "
+          f"{r['rss_mib']:>8.0f} {store_size(url):>10}", flush=True)
+    return r
+
+
+def summarise(results: list[dict[str, float]]) -> None:
+    """The last stage against the empty store, and the goals."""
+    first, last = results[0], results[-1]
+    print(f"\nlookups/s at {int(last['stored']):,} vs empty: "
+          f"{last['lookups_s'] / first['lookups_s']:.2f}x; goal >= {GOAL_LOOKUPS:,.0f}/s: "
+          f"{'ok' if last['lookups_s'] >= GOAL_LOOKUPS else 'MISSED'}; RSS goal "
+          f"< {GOAL_RSS_MIB:,.0f} MiB: {'ok' if last['rss_mib'] < GOAL_RSS_MIB else 'MISSED'}")
+    print(f"fingerprint of one realistic complaint (once per complaint, any store size): "
+          f"{last['fingerprint_ms']:.2f} ms")
+
+
+def measure_reused(empty_url: str, url: str, lookups: int, concurrency: int) -> int:
+    """``--reuse`` of a filled file: the empty store (the baseline), then the file as it is
+    (migrated first, as a gateway would on start)."""
+    print(f"store {url} (reused, not filled); concurrency {concurrency}")
+    print(HEADER)
+    results = []
+    for each in (empty_url, url):
+        asyncio.run(prepare(each))
+        results.append(measure_stage(each, lookups, concurrency, 0.0))
+    summarise(results)
     return 0
 
 

@@ -28,8 +28,9 @@ from normalizer.similarity import (
     Fingerprint,
     Signature,
     fingerprint,
-    same_matter_reason,
+    matter_relation,
     similarities,
+    threshold_reason,
 )
 
 #: The audit key under which the rule is recorded.
@@ -63,6 +64,11 @@ class StoredFingerprint:
     def signature(self) -> Signature:
         """The stored signature; raises ValueError when the bytes are corrupt."""
         return Fingerprint.signature_from_bytes(self.data)
+
+    @cached_property
+    def meta(self) -> bytes:
+        """The stored places, categories and classification, still encoded."""
+        return Fingerprint.meta_from_bytes(self.data)
 
     @cached_property
     def fingerprint(self) -> Fingerprint:
@@ -104,14 +110,23 @@ def _agencies_agree(a: str | None, b: str | None) -> bool:
     return a is None or b is None or a.casefold() == b.casefold()
 
 
+def _relation(fp: Fingerprint, region: str | None, agency: str | None,
+              other: StoredFingerprint) -> tuple[str | None, str]:
+    """:func:`~normalizer.similarity.matter_relation` with region and agency agreement."""
+    if not _regions_agree(region, other.region):
+        return None, "different region"
+    if not _agencies_agree(agency, other.agency):
+        return None, "different agency"
+    return matter_relation(fp, other.fingerprint)
+
+
 def match_reason(fp: Fingerprint, region: str | None, agency: str | None,
                  other: StoredFingerprint) -> tuple[bool, str]:
     """Whether ``other`` is the same matter, and why (or why not)."""
-    if not _regions_agree(region, other.region):
-        return False, "different region"
-    if not _agencies_agree(agency, other.agency):
-        return False, "different agency"
-    return same_matter_reason(fp, other.fingerprint)
+    relation, why = _relation(fp, region, agency, other)
+    if relation is None:
+        return False, why
+    return threshold_reason(relation, similarities(fp.signature, [other.signature])[0])
 
 
 def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
@@ -119,7 +134,11 @@ def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
            own_id: str | None = None) -> Verdict:
     """The cluster, if any, that a complaint with fingerprint ``fp`` joins (see the module
     docstring). ``own_id`` is skipped (a redelivery finds itself in the index); a candidate
-    whose stored bytes are corrupt is skipped (it can be missed, never mis-matched)."""
+    whose stored bytes are corrupt is skipped (it can be missed, never mis-matched).
+
+    Candidates are tried most similar first (ties: the oldest), so the first match is the
+    verdict; the places/region/agency part of the rule is worked out once for candidates
+    storing the same metadata (copies of one complaint)."""
     readable: list[StoredFingerprint] = []
     seen = 0
     for other in candidates:
@@ -127,31 +146,33 @@ def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
             continue
         seen += 1
         try:
-            other.signature  # noqa: B018 - parse (and cache) it; skip what is corrupt
-        except ValueError:
+            sig = other.signature
+        except ValueError:  # corrupt: skipped
             continue
-        if other.signature.seed == fp.signature.seed \
-                and other.signature.num_perm == fp.signature.num_perm:
+        if sig.seed == fp.signature.seed and sig.hashvalues.shape == fp.signature.hashvalues.shape:
             readable.append(other)
-    scores = similarities(fp.signature, [o.signature for o in readable])
-    best: tuple[float, int, StoredFingerprint, str] | None = None
-    for other, score in zip(readable, scores.tolist(), strict=True):
+    scores = similarities(fp.signature, [o.signature for o in readable]).tolist()
+    ranked = sorted(range(len(readable)), key=lambda i: (-scores[i], readable[i].received_us))
+    relations: dict[tuple[bytes, str | None, str | None], tuple[str | None, str]] = {}
+    for i in ranked:
+        other, score = readable[i], scores[i]
         if score < MIN_SIMILARITY:
+            break
+        key = (other.meta, other.region, other.agency)
+        known = relations.get(key)
+        if known is None:
+            try:
+                known = relations[key] = _relation(fp, region, agency, other)
+            except ValueError:
+                continue
+        relation = known[0]
+        if relation is None:
             continue
-        try:
-            same, reason = match_reason(fp, region, agency, other)
-        except ValueError:
-            continue
-        if not same:
-            continue
-        key = (score, -other.received_us)
-        if best is None or key > (best[0], best[1]):
-            best = (score, -other.received_us, other, reason)
-    if best is None:
-        return Verdict(None, None, f"no near duplicate among {seen} candidates", seen)
-    score, _, other, reason = best
-    rule = f"near-duplicate of {other.complaint_id}: {reason}"
-    return Verdict(other.cluster_id, other.cluster_id, rule, seen, score)
+        same, reason = threshold_reason(relation, score)
+        if same:
+            rule = f"near-duplicate of {other.complaint_id}: {reason}"
+            return Verdict(other.cluster_id, other.cluster_id, rule, seen, score)
+    return Verdict(None, None, f"no near duplicate among {seen} candidates", seen)
 
 
 def apply(complaint: Complaint, verdict: Verdict) -> Complaint:

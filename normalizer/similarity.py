@@ -421,6 +421,15 @@ class Fingerprint:
                    classification)
 
     @staticmethod
+    def meta_from_bytes(data: bytes) -> bytes:
+        """The places, categories and classification of :meth:`to_bytes` output, still encoded
+        (equal bytes: equal metadata)."""
+        if len(data) < 8 or data[:4] != _MAGIC:
+            raise ValueError("not a lapor-gateway fingerprint")
+        (length,) = struct.unpack("<I", data[4:8])
+        return data[8:8 + length]
+
+    @staticmethod
     def signature_from_bytes(data: bytes) -> Signature:
         """Only the signature of :meth:`to_bytes` output (cheaper than :meth:`from_bytes`:
         a store's candidates are screened on it before their places are read)."""
@@ -489,10 +498,11 @@ def similarities(sig: Signature, others: Sequence[Signature]
                  ) -> np.ndarray[Any, np.dtype[np.float64]]:
     """:func:`similar` of ``sig`` and each of ``others``, computed at once (a store's
     candidates are screened with it)."""
-    if any(o.seed != sig.seed or o.num_perm != sig.num_perm for o in others):
-        raise ValueError("signatures made with different permutations cannot be compared")
     if not others:
         return np.zeros(0)
+    if any(o.seed != sig.seed for o in others) \
+            or any(o.hashvalues.shape != sig.hashvalues.shape for o in others):
+        raise ValueError("signatures made with different permutations cannot be compared")
     matrix = np.stack([o.hashvalues for o in others])
     sizes = np.array([o.size for o in others], dtype=np.float64)
     jaccard = np.count_nonzero(matrix == sig.hashvalues, axis=1) / sig.num_perm
@@ -505,20 +515,36 @@ def similarities(sig: Signature, others: Sequence[Signature]
     return out
 
 
-def same_matter_reason(a: Fingerprint | str, b: Fingerprint | str) -> tuple[bool, str]:
-    """:func:`is_same_matter` with its reason (``"same-place, similar 0.62 >= 0.20"``, ...)."""
-    fa, fb = _as_fingerprint(a), _as_fingerprint(b)
-    relation = place_relation(fa.places, fb.places)
+def matter_relation(a: Fingerprint, b: Fingerprint) -> tuple[str | None, str]:
+    """What :func:`same_matter_reason` decides before comparing texts: the places' relation
+    (a key of :data:`THRESHOLDS`) and ``""``, or None and why the two cannot be the same
+    matter. It reads places, categories and classification only, so candidates that share
+    them (copies of one complaint) need it once."""
+    relation = place_relation(a.places, b.places)
     if relation.startswith("conflict:"):
-        return False, f"different {relation.removeprefix('conflict:')}"
-    if fa.categories and fb.categories and not fa.categories & fb.categories:
-        return False, "different category"
-    if fa.classification and fb.classification and fa.classification != fb.classification:
-        return False, "different classification"
-    score = similar(fa, fb)
+        return None, f"different {relation.removeprefix('conflict:')}"
+    if a.categories and b.categories and not a.categories & b.categories:
+        return None, "different category"
+    if a.classification and b.classification and a.classification != b.classification:
+        return None, "different classification"
+    return relation, ""
+
+
+def threshold_reason(relation: str, score: float) -> tuple[bool, str]:
+    """Whether texts scoring ``score`` (:func:`similar`) are similar enough for places that
+    relate as ``relation``, and the reason (``"same-place, similar 0.62 >= 0.20"``)."""
     needed = THRESHOLDS[relation]
     verdict = ">=" if score >= needed else "<"
     return score >= needed, f"{relation}, similar {score:.2f} {verdict} {needed:.2f}"
+
+
+def same_matter_reason(a: Fingerprint | str, b: Fingerprint | str) -> tuple[bool, str]:
+    """:func:`is_same_matter` with its reason (``"same-place, similar 0.62 >= 0.20"``, ...)."""
+    fa, fb = _as_fingerprint(a), _as_fingerprint(b)
+    relation, why = matter_relation(fa, fb)
+    if relation is None:
+        return False, why
+    return threshold_reason(relation, similar(fa, fb))
 
 
 def is_same_matter(a: Fingerprint | str, b: Fingerprint | str) -> bool:
@@ -700,7 +726,6 @@ class DuplicateFinder:
 __all__ = [
     "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
-    "is_same_matter", "key_hash",
-    "places_conflict", "same_matter_reason", "signature", "signature_similarity", "similar",
-    "similarities",
+    "is_same_matter", "key_hash", "matter_relation", "places_conflict", "same_matter_reason",
+    "signature", "signature_similarity", "similar", "similarities", "threshold_reason",
 ]
