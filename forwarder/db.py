@@ -102,8 +102,6 @@ def _sqlite_error(exc: Exception) -> Exception:
 
 #: SQLite page cache per connection, KiB.
 SQLITE_CACHE_KIB = 64 * 1024
-#: SQLite memory-mapped reads per connection, bytes.
-SQLITE_MMAP_BYTES = 256 << 20
 
 
 @lru_cache(maxsize=512)
@@ -156,10 +154,9 @@ class SqliteDatabase(Database):
             await conn.execute("PRAGMA busy_timeout=10000")
             await conn.execute("PRAGMA foreign_keys=ON")
             # The near-duplicate index's hot keys and rows stay in memory: a 64 MiB page cache
-            # (the default is 2 MiB) and reads through a memory map of up to 256 MiB (pages the
-            # kernel shares and evicts under pressure, so resident memory stays modest).
+            # (the default is 2 MiB). No memory map: a read fault on a mapped page (I/O error,
+            # a full tmpfs) would kill the process with SIGBUS instead of raising an error.
             await conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            await conn.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
         return cls(conn)
