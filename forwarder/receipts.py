@@ -50,12 +50,13 @@ class ReceiptReader(ConsumerLoop):
                     notices.append({key: None if value is None else str(value)
                                     for key, value in receipt.items()})
                     continue
+                revision = int(receipt.get("revision") or 0)  # before: unreadable is skipped
                 receipts.append({"id": str(receipt["id"]),
                                  "tracking_code": str(receipt["tracking_code"]),
                                  "status": str(receipt.get("status", "received")),
                                  "channel": str(receipt.get("channel", "")),
                                  "thread_of": str(receipt.get("thread_of") or "")})
-                revisions[str(receipt["id"])] = int(receipt.get("revision") or 0)
+                revisions[str(receipt["id"])] = revision
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.error("receipts: unreadable receipt at %s/%s@%s: %s", record.topic,
                           record.partition, record.offset, exc)

@@ -134,13 +134,7 @@ class GatewayIntake:
                 return IntakeResult(cid, known.tracking_code, True)
             INTAKE_TOTAL.labels(raw.channel, "refused_full").inc()
             raise self._backlog.refusal()
-        try:
-            complaint = normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
-                                  gateway_version=__version__, raw_ref=f"outbox:{cid}",
-                                  router=self._router)
-        except Exception:
-            INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
-            raise
+        complaint = self._normalize(raw, cid)
         fingerprint: Fingerprint | None = None
         keys: list[int] = []
         if self._near is not None and complaint.thread_of is None:
@@ -178,14 +172,7 @@ class GatewayIntake:
         """Apply an edited message to the complaint it edits; None when that is unknown."""
         assert raw.edit_of is not None
         target = complaint_id(raw.channel, raw.account, raw.edit_of)
-        try:
-            edit = normalize(raw, complaint_id=target, tracking_code=tracking_code(target),
-                             gateway_version=__version__, raw_ref=f"outbox:{target}",
-                             router=self._router)
-        except Exception:
-            INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
-            raise
-        added = await self._outbox.revise(target, edit)
+        added = await self._outbox.revise(target, self._normalize(raw, target))
         if added is None:
             return None
         outcome = "duplicate" if added.duplicate else "revised"
@@ -193,6 +180,16 @@ class GatewayIntake:
         log.info("intake %s %s complaint=%s code=%s", raw.channel, outcome, added.complaint_id,
                  added.tracking_code)
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
+
+    def _normalize(self, raw: RawMessage, cid: str) -> Complaint:
+        """``raw`` as the v1 complaint ``cid``; a refusal is counted as rejected."""
+        try:
+            return normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
+                             gateway_version=__version__, raw_ref=f"outbox:{cid}",
+                             router=self._router)
+        except Exception:
+            INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
+            raise
 
     async def _fingerprint(self, complaint: Complaint) -> Fingerprint:
         if len(complaint.title) + len(complaint.body) <= FINGERPRINT_INLINE_CHARS:
