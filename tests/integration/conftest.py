@@ -1,4 +1,5 @@
-"""Fixtures on real services: PostgreSQL (one database per test) and a tansu broker."""
+"""Fixtures on real services: PostgreSQL (one database per test), a tansu broker, and the
+Telegram Bot API emulator."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.emulators.telegram import TelegramEmulator
 from tests.integration.support import BrokerProcess, PgDatabase, kafka_env_for, running_broker
 
 
@@ -31,3 +33,12 @@ async def pg() -> AsyncIterator[PgDatabase]:
 def kafka_env(broker: BrokerProcess) -> dict[str, str]:
     """Environment that points a gateway at the shared broker with this test's own topics."""
     return kafka_env_for(broker.bootstrap)
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[TelegramEmulator]:
+    """A Telegram Bot API emulator on a loopback port."""
+    emulator = TelegramEmulator()
+    await emulator.start()
+    yield emulator
+    await emulator.close()

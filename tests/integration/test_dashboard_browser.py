@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
@@ -21,14 +20,6 @@ from tests.integration.test_browser import _browser
 
 TOKEN = "ops-dashboard-token"
 EVIL = '<script>document.title="pwned"</script>'
-
-
-@pytest.fixture
-async def bot_api() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
 
 
 def until(driver: WebDriver, check: Callable[[], bool], what: str, within: float = 60) -> None:

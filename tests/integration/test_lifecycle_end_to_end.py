@@ -37,14 +37,6 @@ OTHER_KEY = "other-agency-key-" + uuid.uuid4().hex
 
 
 @pytest.fixture
-async def bot_api() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
-
-
-@pytest.fixture
 async def graph() -> AsyncIterator[EmulatedGraph]:
     async with EmulatedGraph() as emulator:
         yield emulator

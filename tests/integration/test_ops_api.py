@@ -9,12 +9,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -25,14 +23,6 @@ from tests.integration.support import BrokerProcess, GatewayProcess, PgDatabase,
 TOKEN = "ops-secret-token"
 API_KEY = "ops-test-key"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def bot_api() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
 
 
 def ops_env(kafka_env: dict[str, str], pg: PgDatabase, bot_api: TelegramEmulator,

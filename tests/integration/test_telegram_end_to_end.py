@@ -6,21 +6,10 @@ resumes from the saved offset (no second complaint) and answers /status from the
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.emulators.telegram import TelegramEmulator
 from tests.integration.support import GatewayProcess, PgDatabase, wait_for
-
-
-@pytest.fixture
-async def bot_api() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
 
 
 async def test_telegram_polling_stores_answers_and_survives_kill9(
