@@ -322,26 +322,32 @@ def sqlite_payloads(path: Path) -> Fetch:
     return fetch
 
 
-def fill(directory: Path) -> Path:
-    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
+BALLAST = "ballast.bin"
+
+
+def fill(directory: Path) -> list[Path]:
+    """Write a file until the filesystem is full; returns the files to delete to free space:
+    the filler (when there was room to create it) and the ballast laid down beforehand, so
+    freeing works even when the gateway's own data filled the disk first."""
     filler = directory / "filler.bin"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as fh:
-        try:
+    try:
+        with open(filler, "wb") as fh:
             while True:
                 fh.write(chunk)
                 fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return filler
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    return [path for path in (filler, directory / BALLAST) if path.exists()]
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs (CI runs as root, as this needs)."""
+    """A 32 MiB tmpfs (CI runs as root, as this needs) holding 4 MiB of ballast."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], check=True)
+    (mount / BALLAST).write_bytes(b"\0" * (4 << 20))
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
@@ -361,14 +367,15 @@ async def test_6_disk_full_under_the_outbox(tmp_path: Path, small_disk: Path,
     try:
         async with running(Traffic(lambda: process.url, telegram)) as traffic:
             await acked_at_least(traffic, 40)
-            filler = await asyncio.to_thread(fill, small_disk)
+            fillers = await asyncio.to_thread(fill, small_disk)
 
             async def refused() -> bool:
                 return traffic.statuses()["503"] >= 20
 
             await wait_for(refused, within=30, what="intake refusing with 503 on a full disk")
             assert (await readyz(process.url))["status"] in ("ready", "unavailable")
-            filler.unlink()
+            for filler in fillers:
+                filler.unlink()
             await acked_at_least(traffic, len(traffic.acknowledged()) + 40)
         audit = await settle(traffic, sqlite_payloads(database))
     finally:

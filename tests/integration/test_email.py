@@ -137,7 +137,8 @@ class DroppingProxy:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
+            self._tasks.discard(task)
             return
         sent = 0
 
@@ -159,11 +160,13 @@ class DroppingProxy:
                 writer.write(data)
                 await writer.drain()
 
+        pumps = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
         try:
-            await asyncio.wait([asyncio.create_task(upstream()),
-                                asyncio.create_task(downstream())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     w.transport.abort()
