@@ -48,6 +48,11 @@ class GraphWebhookSettings(ConnectorSettings):
         16 * MiB, gt=0, description="Largest media file downloaded; larger ones are recorded "
         "as rejected attachments.",
     )
+    inbox: bool = Field(
+        True, description="Answer a webhook once its signed body is kept durably (one group "
+        "commit per burst) and parse and submit it in the background, so a burst never waits "
+        "on normalisation; false answers only once every message is in the outbox.",
+    )
     media_inline_budget_s: float = Field(
         2.0, ge=0, description="How long the webhook answer may wait for media to download "
         "(Meta wants 2xx within a few seconds); later media is accepted as a pending "

@@ -56,6 +56,7 @@ from connectors.base import (
     Sender,
 )
 from connectors.commands import parse_text_command, status_text
+from connectors.inbox_worker import Inbox, InboxWorker
 from connectors.meta_graph import GraphClient, check_sha256
 from errors import LaporError, StoreUnavailable, ValidationFailed, retry_policy
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
@@ -217,17 +218,33 @@ class GraphWebhookConnector(BaseConnector):
         self._answered: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         #: Delivery states of our sent messages (also recorded through the intake).
         self.deliveries = DeliveryTracker()
+        self._inbox: Inbox | None = None
+        self._worker: InboxWorker | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.get(self.path, self.handshake), web.post(self.path, self.receive)]
 
+    @property
+    def settings(self) -> GraphWebhookSettings:
+        return self._settings
+
+    def use_inbox(self, inbox: Inbox) -> None:
+        """Answer each webhook once its body is kept in ``inbox`` (before :meth:`start`); a
+        worker parses and submits the kept bodies in the background. Without an inbox a
+        webhook is answered once every message in it is durable in the outbox."""
+        self._inbox = inbox
+
     async def start(self, intake: Intake) -> None:
         """Open the Graph client and resume the media downloads a previous run left pending;
-        the routes are mounted already."""
+        the routes are mounted already. With an inbox, start its worker."""
         await self._graph.start()
         await super().start(intake)
+        if self._inbox is not None:
+            self._worker = InboxWorker(self._inbox, self.name, self._handle, self._order_key,
+                                       self._inbox_failed)
+            self._worker.start()
         for name, value in (await intake.list_cursors(self._pending_prefix)).items():
             try:
                 message, index, ref, parent = _pending_from_json(value)
@@ -244,6 +261,8 @@ class GraphWebhookConnector(BaseConnector):
         """Stop accepting; cancel background downloads (each stays recorded as pending media
         and is resumed by the next start) and close the client."""
         await super().stop()
+        if self._worker is not None:
+            await self._worker.stop()
         tasks = list(self._background) + list(self._media.values())
         for task in tasks:
             task.cancel()
@@ -300,20 +319,30 @@ class GraphWebhookConnector(BaseConnector):
             return _problem(503, "paused", f"the {self.name} connector is paused",
                             retry_after=True)
         try:
+            if self._inbox is not None:
+                await self._inbox.put(self.name, body)
+                return web.json_response({"kept": True})
+            return web.json_response(await self._handle(body))
+        except StoreUnavailable as exc:
+            log.warning("%s: store unavailable, Meta will redeliver: %s", self.name, exc)
+            return _problem(503, "unavailable", "not stored; retry", retry_after=True)
+
+    async def _handle(self, body: bytes, received_at: datetime | None = None) -> dict[str, Any]:
+        """A verified body: parse, submit every message, record the statuses; what to answer.
+        Raises ``StoreUnavailable`` (nothing lost: the sender redelivers, or the inbox keeps
+        the body for another try)."""
+        try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             self.count("invalid_json")
-            try:
-                await self._dead(self.name, "", "signed body is not valid JSON", body)
-            except StoreUnavailable:
-                return _problem(503, "unavailable", "not stored; retry", retry_after=True)
+            await self._dead(self.name, "", "signed body is not valid JSON", body)
             # Kept as a dead letter; Meta must not redeliver the same bytes for days.
-            return web.json_response({"received": 0, "dead_letter": True})
+            return {"received": 0, "dead_letter": True}
         if not isinstance(payload, dict) or payload.get("object") not in self.objects:
             kind = payload.get("object") if isinstance(payload, dict) else type(payload).__name__
             self.count("ignored_objects")
             log.info("%s: webhook object %r ignored", self.name, str(kind)[:40])
-            return web.json_response({"received": 0})
+            return {"received": 0}
         parsed = self.parse(payload)
         for kind in parsed.ignored:
             self.count(f"ignored_{kind}")
@@ -323,16 +352,28 @@ class GraphWebhookConnector(BaseConnector):
         if parsed.malformed:
             self.count("malformed", len(parsed.malformed))
             await self._dead(self.name, "", "; ".join(parsed.malformed)[:1000], body)
+        for message, exc in await self._take(parsed, body, received_at):
+            # Cannot be a complaint; retrying won't help: kept for an operator.
+            log.info("%s: message %s rejected: %s", self.name, message.native_id, exc)
+            await self._dead(message.channel, message.account, f"rejected: {exc}", body)
+        return {"received": len(parsed.messages), "statuses": len(parsed.statuses)}
+
+    def _order_key(self, body: bytes) -> str:
+        """Whose messages a kept body holds (its first sender): one sender's bodies are
+        handled in order. Unparseable bodies share one key."""
         try:
-            for message, exc in await self._take(parsed, body):
-                # Cannot be a complaint; retrying won't help: kept for an operator.
-                log.info("%s: message %s rejected: %s", self.name, message.native_id, exc)
-                await self._dead(message.channel, message.account, f"rejected: {exc}", body)
-        except StoreUnavailable as exc:
-            log.warning("%s: store unavailable, Meta will redeliver: %s", self.name, exc)
-            return _problem(503, "unavailable", "not stored; retry", retry_after=True)
-        return web.json_response({"received": len(parsed.messages),
-                                  "statuses": len(parsed.statuses)})
+            payload = orjson.loads(body)
+            parsed = self.parse(payload) if isinstance(payload, dict) else None
+        except Exception:  # noqa: BLE001 - the handler reports it; here it only needs a key
+            return ""
+        if parsed is None or not parsed.messages:
+            return ""
+        first = parsed.messages[0]
+        return f"{first.channel}:{first.account}:{first.sender_key}"
+
+    async def _inbox_failed(self, body: bytes, exc: Exception) -> None:
+        self.count("inbox_failed")
+        await self._dead(self.name, "", f"handling failed: {type(exc).__name__}", body)
 
     async def replay(self, payload: bytes, content_type: str) -> IntakeResult | None:
         """A kept webhook body handled again, as :meth:`receive` would.
@@ -362,8 +403,8 @@ class GraphWebhookConnector(BaseConnector):
             raise ValidationFailed("; ".join(problems)[:1000])
         return result
 
-    async def _take(self, parsed: Parsed,
-                    body: bytes) -> list[tuple[Inbound, ValidationFailed]]:
+    async def _take(self, parsed: Parsed, body: bytes, received_at: datetime | None = None
+                    ) -> list[tuple[Inbound, ValidationFailed]]:
         """Answer the commands, submit every message in order, record the statuses; the
         messages that cannot be complaints, with why. Raises ``StoreUnavailable``."""
         deadline = asyncio.get_running_loop().time() + self._settings.media_inline_budget_s
@@ -373,7 +414,7 @@ class GraphWebhookConnector(BaseConnector):
                 self._command(message, *command)
                 continue
             try:
-                await self._accept(message, body, deadline)
+                await self._accept(message, body, deadline, received_at)
             except ValidationFailed as exc:
                 rejected.append((message, exc))
         for status in parsed.statuses:
@@ -382,7 +423,8 @@ class GraphWebhookConnector(BaseConnector):
 
     # -- accepting one message ---------------------------------------------------------------
 
-    async def _accept(self, message: Inbound, body: bytes, deadline: float) -> IntakeResult:
+    async def _accept(self, message: Inbound, body: bytes, deadline: float,
+                      received_at: datetime | None = None) -> IntakeResult:
         own_id = complaint_id(message.channel, message.account, message.native_id)
         thread_of = None
         window = self._settings.conversation_window_s
@@ -416,7 +458,8 @@ class GraphWebhookConnector(BaseConnector):
         self._note_inbound(message)
         raw = RawMessage(
             channel=message.channel, account=message.account, native_id=message.native_id,
-            received_at=datetime.now(UTC), sent_at=message.sent_at, sender=message.sender,
+            received_at=received_at or datetime.now(UTC), sent_at=message.sent_at,
+            sender=message.sender,
             text=message.text, location=message.location, attachments=tuple(attachments),
             thread_of=thread_of, connector=self.name, raw_payload=body, raw_content_type=JSON,
             reply_hints=hints,

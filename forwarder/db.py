@@ -59,6 +59,12 @@ class Database(Executor):
     async def close(self) -> None:
         """Close every connection."""
 
+    async def sibling(self) -> Database:
+        """Another handle on the same store for a writer that must not queue behind this
+        one's transactions (SQLite: its own connection; PostgreSQL: this pool). Close it
+        with :meth:`close` when it is not ``self``."""
+        return self
+
     async def migrate(self) -> list[str]:
         """Apply the migrations not yet applied; return their names."""
         await self.execute(
@@ -135,37 +141,43 @@ class _SqliteTx(Executor):
 
 class SqliteDatabase(Database):
     """SQLite in WAL mode with ``synchronous=FULL``: a commit survives a crash of the process
-    and of the machine. One connection, one writer; an asyncio lock orders transactions."""
+    and of the machine. One writer connection, whose transactions an asyncio lock orders, and
+    one reader connection for plain ``SELECT``s outside a transaction: WAL lets it read the
+    last committed state while a write is in progress, so a lookup never waits for the
+    writer's queue."""
 
     dialect = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, reader: aiosqlite.Connection | None,
+                 path: Path) -> None:
         self._conn = conn
+        self._reader_conn = reader
+        self._reader = _SqliteTx(reader) if reader is not None else None
         self._tx = _SqliteTx(conn)
         self._lock = asyncio.Lock()
+        self._path = path
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteDatabase:
+    async def open(cls, path: Path, *, reader: bool = True) -> SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await _sqlite_connect(path)
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("PRAGMA busy_timeout=10000")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            # The near-duplicate index's hot keys and rows stay in memory: a 64 MiB page cache
-            # (the default is 2 MiB). No memory map: a read fault on a mapped page (I/O error,
-            # a full tmpfs) would kill the process with SIGBUS instead of raising an error.
-            await conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
-        return cls(conn)
+            return cls(conn, await _sqlite_connect(path, query_only=True) if reader else None,
+                       path)
+        except BaseException:
+            await conn.close()
+            raise
+
+    async def sibling(self) -> Database:
+        return await SqliteDatabase.open(self._path, reader=False)
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self._lock:
             await self._tx.execute(sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        if self._reader is not None and _is_query(sql):
+            return await self._reader.fetch(sql, *args)
         async with self._lock:
             return await self._tx.fetch(sql, *args)
 
@@ -191,7 +203,36 @@ class SqliteDatabase(Database):
                 raise _sqlite_error(exc) from exc
 
     async def close(self) -> None:
+        if self._reader_conn is not None:
+            await self._reader_conn.close()
         await self._conn.close()
+
+
+async def _sqlite_connect(path: Path, *, query_only: bool = False) -> aiosqlite.Connection:
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+    try:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA busy_timeout=10000")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        # The near-duplicate index's hot keys and rows stay in memory: a 64 MiB page cache
+        # (the default is 2 MiB). No memory map: a read fault on a mapped page (I/O error,
+        # a full tmpfs) would kill the process with SIGBUS instead of raising an error.
+        await conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        if query_only:
+            await conn.execute("PRAGMA query_only=1")
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+    return conn
+
+
+def _is_query(sql: str) -> bool:
+    """A statement that only reads (``UPDATE ... RETURNING`` is fetched too, and writes)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
 
 
 # --------------------------------------------------------------------------- PostgreSQL

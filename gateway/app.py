@@ -34,6 +34,7 @@ from connectors.api import ApiConnector, problem
 from connectors.base import BaseConnector
 from connectors.email import EmailConnector
 from connectors.meta import MetaConnector
+from connectors.meta_webhook import GraphWebhookConnector
 from connectors.sms import SmsConnector
 from connectors.telegram import TelegramConnector
 from connectors.webform import CsrfGuard, Render, WebformConnector
@@ -43,6 +44,7 @@ from errors import LaporError, StoreUnavailable
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
 from forwarder.fingerprints import FingerprintIndex
+from forwarder.inbox import Inbox
 from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, cloudevent_headers, ensure_topics
 from forwarder.outbox import Outbox
 from forwarder.publisher import Publisher
@@ -102,6 +104,7 @@ BROKER = web.AppKey("broker", EmbeddedBroker)
 BOOTSTRAP = web.AppKey("bootstrap", str)
 PRODUCER = web.AppKey("producer", Producer)
 OUTBOX = web.AppKey("outbox", Outbox)
+INBOX = web.AppKey("inbox", Inbox)
 STORE = web.AppKey("store", CentralStore)
 STATUS = web.AppKey("status", StatusService)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -266,19 +269,30 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
 async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     db = app[DATABASE]
-    async with Outbox(db) as outbox:
-        app[OUTBOX] = outbox
-        lifecycle = settings.lifecycle
-        app[STORE] = CentralStore(db, WorkingCalendar.build(
-            lifecycle.extra_holidays, timezone(timedelta(hours=lifecycle.utc_offset_hours))))
-        app[LIFECYCLE] = Lifecycle(
-            outbox=outbox, store=app[STORE], producer=app[PRODUCER],
-            topic=Topics.from_settings(settings.kafka).status,
-            source=f"lapor-gateway/{instance_name(settings)}",
-            withdraw_window_s=lifecycle.withdraw_window_s)
-        app[STATUS] = StatusService(app[STORE], outbox)
-        app[REPLY_QUEUE] = ReplyQueue(db)
-        yield
+    # The inbox has its own writer: a burst of webhooks is kept without queueing behind the
+    # intake's and the forwarder's transactions.
+    inbox_db = await db.sibling()
+    try:
+        async with Outbox(db) as outbox, Inbox(
+                inbox_db, max_pending=settings.gateway.outbox_max_pending,
+                retry_after_s=settings.gateway.retry_after_s) as inbox:
+            app[OUTBOX] = outbox
+            app[INBOX] = inbox
+            lifecycle = settings.lifecycle
+            app[STORE] = CentralStore(db, WorkingCalendar.build(
+                lifecycle.extra_holidays,
+                timezone(timedelta(hours=lifecycle.utc_offset_hours))))
+            app[LIFECYCLE] = Lifecycle(
+                outbox=outbox, store=app[STORE], producer=app[PRODUCER],
+                topic=Topics.from_settings(settings.kafka).status,
+                source=f"lapor-gateway/{instance_name(settings)}",
+                withdraw_window_s=lifecycle.withdraw_window_s)
+            app[STATUS] = StatusService(app[STORE], outbox)
+            app[REPLY_QUEUE] = ReplyQueue(db)
+            yield
+    finally:
+        if inbox_db is not db:
+            await inbox_db.close()
 
 
 async def _sink(app: web.Application) -> AsyncIterator[None]:
@@ -352,8 +366,11 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         max_pending=settings.gateway.outbox_max_pending,
         retry_after_s=settings.gateway.retry_after_s,
     )
+    app[INBOX].admission = intake.refusal
     connectors = app[CONNECTORS]
     for connector in connectors:
+        if isinstance(connector, GraphWebhookConnector) and connector.settings.inbox:
+            connector.use_inbox(app[INBOX])
         await connector.start(intake)
     yield
     for connector in reversed(connectors):
@@ -456,6 +473,7 @@ async def forwarder_state(app: web.Application) -> dict[str, Any]:
     if PUBLISHER in app:
         depth, age = await app[OUTBOX].depth()
         state["outbox"] = {"pending": depth, "oldest_s": round(age, 3)}
+        state["inbox"] = {"pending": await app[INBOX].depth()}
         state["publisher_last_error"] = app[PUBLISHER].last_error
     if BROKER in app:
         state["embedded_broker"] = {"pid": app[BROKER].pid, "restarts": app[BROKER].restarts}

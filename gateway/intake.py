@@ -114,6 +114,12 @@ class GatewayIntake:
         self._status = status
         self._replies = replies
 
+    async def refusal(self) -> StoreUnavailable | None:
+        """The refusal new complaints get now (the outbox past its bound), or None."""
+        if self._backlog is not None and await self._backlog.full():
+            return self._backlog.refusal()
+        return None
+
     async def submit(self, raw: RawMessage) -> IntakeResult:
         started = time.perf_counter()
         if raw.edit_of is not None:

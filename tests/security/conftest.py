@@ -64,6 +64,14 @@ class Gateway:
         finally:
             await db.close()
 
+    async def handled(self, within: float = 30.0) -> None:
+        """Wait until every webhook body the gateway kept has been handled (the WhatsApp and
+        Meta webhooks answer once the body is kept, and parse it in the background)."""
+        async def empty() -> bool:
+            return (await self.rows("SELECT count(*) FROM webhook_inbox"))[0][0] == 0
+
+        await wait_for(empty, within=within, what="the webhook inbox to be handled")
+
 
 def settings_for(data_dir: Path, bootstrap: str, telegram: TelegramEmulator,
                  connectors: Mapping[str, Any] | None = None, **gateway: Any) -> Any:

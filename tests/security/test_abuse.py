@@ -100,6 +100,7 @@ async def test_webhooks_are_limited_per_address_and_meta_redelivers(strict: Gate
             "Content-Type": "application/json",
             "X-Hub-Signature-256": signature(WA_SECRET, body)}))[0])
     assert statuses == [200, 200, 200, 429]  # the fourth is redelivered by Meta later
+    await strict.handled()
     rows = await strict.rows("SELECT count(*) FROM outbox")
     assert rows[0][0] == 3  # nothing half-received: the refused one was never read
 

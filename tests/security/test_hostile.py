@@ -203,6 +203,7 @@ async def test_signed_garbage_is_a_dead_letter_with_the_raw_bytes(gw: Gateway,
     for case, body in HOSTILE_BODIES.items():
         status, text = await post(gw, path, body, {header: sign(body)})
         assert status < 500 and status != 413, (channel, case, status, text)
+    await gw.handled()
     kept = {bytes(row[2]) for row in await dead_letters(gw)}
     for case in ("invalid json", "invalid utf-8", "deeply nested array"):
         assert HOSTILE_BODIES[case] in kept, (channel, case)  # the raw bytes, for an operator

@@ -1,0 +1,169 @@
+"""`InboxWorker`: handles the webhook bodies a connector kept in the :class:`forwarder.inbox
+.Inbox` before answering, in the background.
+
+Each round leases the connector's oldest bodies, groups them by an order key (the sender: one
+citizen's messages are handled in the order they arrived, so a location sent after a text still
+joins that complaint), handles the groups concurrently and deletes what was handled.
+
+* The store down (a retriable ``LaporError``): that group stops where it is, its bodies are
+  given back and the worker backs off; they are handled again later, in order.
+* Anything else is a fault of that one body: it is kept as a dead letter with the raw bytes
+  and the reason (``on_error``), so no body can stall the ones behind it.
+* A crash leaves the bodies leased; they are leased again once the lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from errors import LaporError, is_retriable
+
+log = logging.getLogger(__name__)
+
+#: Bodies leased per round.
+BATCH = 128
+#: How long a lease lasts: a body held by a killed process is handled again after this.
+LEASE_S = 30.0
+#: How often an idle worker looks for bodies another instance kept.
+IDLE_POLL_S = 1.0
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+Handle = Callable[[bytes, datetime], Awaitable[object]]
+
+
+class Kept(Protocol):
+    """One kept body (``forwarder.inbox.Kept``)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def received_us(self) -> int: ...
+
+
+class Inbox(Protocol):
+    """Where webhook bodies are kept before they are handled (``forwarder.inbox.Inbox``;
+    connectors and the forwarder never import each other, the gateway wires them)."""
+
+    async def put(self, connector: str, body: bytes) -> None:
+        """Keep ``body``; return once durable. Raises ``StoreUnavailable``."""
+        ...
+
+    async def lease(self, connector: str, limit: int, lease_s: float) -> Sequence[Kept]:
+        """Lease up to ``limit`` of the oldest unleased bodies, oldest first."""
+        ...
+
+    async def release(self, seqs: list[int]) -> None:
+        """Give leased bodies back unhandled."""
+        ...
+
+    async def done(self, seqs: list[int]) -> None:
+        """Forget handled bodies."""
+        ...
+
+    def arrival(self, connector: str) -> asyncio.Event:
+        """Set whenever a body for ``connector`` is kept."""
+        ...
+
+
+class InboxWorker:
+    """Drains ``connector``'s kept bodies through ``handle(body, received_at)``."""
+
+    def __init__(self, inbox: Inbox, connector: str, handle: Handle,
+                 order_key: Callable[[bytes], str],
+                 on_error: Callable[[bytes, Exception], Awaitable[object]], *,
+                 batch: int = BATCH, lease_s: float = LEASE_S) -> None:
+        self._inbox = inbox
+        self._connector = connector
+        self._handle = handle
+        self._order_key = order_key
+        self._on_error = on_error
+        self._batch = batch
+        self._lease_s = lease_s
+        self._task: asyncio.Task[None] | None = None
+        self._held: list[int] = []
+        #: Bodies handled and dead-lettered since start (for tests and the dashboard).
+        self.handled = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self._connector}-inbox")
+
+    async def stop(self) -> None:
+        """Stop after giving back the bodies leased and not handled yet."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        held, self._held = self._held, []
+        with contextlib.suppress(LaporError):
+            await self._inbox.release(held)
+
+    async def _run(self) -> None:
+        failures = 0
+        arrival = self._inbox.arrival(self._connector)
+        while True:
+            arrival.clear()
+            try:
+                kept = await self._inbox.lease(self._connector, self._batch, self._lease_s)
+                if not kept:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(arrival.wait(), IDLE_POLL_S)
+                    continue
+                self._held = [k.seq for k in kept]
+                handled, stopped = await self._round(kept)
+                await self._inbox.done(handled)
+                self._held = [seq for seq in self._held if seq not in set(handled)]
+                if stopped is not None:
+                    raise stopped
+                self._held = []
+                failures = 0
+            except LaporError as exc:
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                failures += 1
+                log.warning("%s inbox: %s; retrying in %.1f s", self._connector, exc, delay)
+                held, self._held = self._held, []
+                with contextlib.suppress(LaporError):
+                    await self._inbox.release(held)
+                await asyncio.sleep(delay)
+
+    async def _round(self, kept: Sequence[Kept]) -> tuple[list[int], LaporError | None]:
+        """Handle ``kept``: the seqs handled (or dead-lettered), and the retriable error that
+        stopped a group, if one did."""
+        groups: dict[str, list[Kept]] = {}
+        for item in kept:
+            groups.setdefault(self._order_key(item.body), []).append(item)
+        handled: list[int] = []
+        stopped: list[LaporError] = []
+
+        async def run(group: list[Kept]) -> None:
+            for item in group:
+                try:
+                    await self._handle(item.body,
+                                       datetime.fromtimestamp(item.received_us / 1e6, UTC))
+                    self.handled += 1
+                except Exception as exc:  # noqa: BLE001 - one body never stalls the others
+                    if isinstance(exc, LaporError) and is_retriable(exc):
+                        stopped.append(exc)
+                        return
+                    log.error("%s inbox: body %d could not be handled (%s); kept as a dead "
+                              "letter", self._connector, item.seq, type(exc).__name__)
+                    try:
+                        await self._on_error(item.body, exc)
+                    except LaporError as dead_exc:
+                        stopped.append(dead_exc)
+                        return
+                    self.failed += 1
+                handled.append(item.seq)
+
+        await asyncio.gather(*(run(group) for group in groups.values()))
+        return handled, (stopped[0] if stopped else None)
