@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from forwarder.db import Database, Row
+from forwarder.db import Database, Executor, Row
 from normalizer.dedup import StoredFingerprint
 from normalizer.similarity import Fingerprint
 
@@ -113,3 +113,35 @@ class FingerprintIndex:
         """How many complaints are indexed."""
         row = await self._db.fetchrow("SELECT COUNT(*) FROM fingerprints")
         return int(row[0]) if row else 0
+
+
+#: Parameters per statement: below SQLite's limit (32,766) and PostgreSQL's (65,535).
+_MAX_PARAMS = 30_000
+
+
+async def record_many(tx: Executor, entries: Sequence[NewFingerprint]) -> int:
+    """Index ``entries`` inside the caller's transaction (the outbox's group commit, so a
+    complaint and its fingerprint are committed together): one multi-row statement per table
+    however many entries, instead of a transaction each. Complaints indexed already are left
+    as they are (idempotent). Returns how many were new."""
+    unique = list({entry.complaint_id: entry for entry in entries}.values())
+    if not unique:
+        return 0
+    values = ", ".join(f"(${6 * i + 1}, ${6 * i + 2}, ${6 * i + 3}, ${6 * i + 4}, ${6 * i + 5},"
+                       f" ${6 * i + 6})" for i in range(len(unique)))
+    rows = await tx.fetch(
+        "INSERT INTO fingerprints (complaint_id, cluster_id, received_us, region, agency,"
+        f" fingerprint) VALUES {values} ON CONFLICT DO NOTHING RETURNING seq, complaint_id",
+        *(value for e in unique for value in (e.complaint_id, e.cluster_id, e.received_us,
+                                               e.region, e.agency, e.fingerprint.to_bytes())))
+    by_id = {e.complaint_id: e for e in unique}
+    bands = [(key, by_id[str(cid)].received_us, int(seq)) for seq, cid in rows
+             for key in dict.fromkeys(by_id[str(cid)].keys)]
+    per_statement = _MAX_PARAMS // 3
+    for start in range(0, len(bands), per_statement):
+        chunk = bands[start:start + per_statement]
+        values = ", ".join(f"(${3 * i + 1}, ${3 * i + 2}, ${3 * i + 3})"
+                           for i in range(len(chunk)))
+        await tx.execute(f"INSERT INTO lsh_bands (band_key, received_us, seq) VALUES {values}"
+                         " ON CONFLICT DO NOTHING", *(v for band in chunk for v in band))
+    return len(rows)

@@ -25,6 +25,7 @@ import orjson
 
 from errors import StoreError, is_retriable
 from forwarder.db import Database, Executor
+from forwarder.fingerprints import NewFingerprint, record_many
 from normalizer.ids import tracking_code
 from normalizer.revisions import apply_edit, revision
 from normalizer.schema import Complaint
@@ -75,6 +76,7 @@ class _Request:
     sender_key: str | None
     text_hash: str | None
     repeat_window_s: float
+    fingerprint: NewFingerprint | None
     future: asyncio.Future[Added]
 
 
@@ -106,13 +108,16 @@ class Outbox:
 
     async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str,
                   reply_hints: Mapping[str, str] | None = None,
-                  sender_key: str | None = None, repeat_window_s: float = 0.0) -> Added:
+                  sender_key: str | None = None, repeat_window_s: float = 0.0,
+                  fingerprint: NewFingerprint | None = None) -> Added:
         """Make ``complaint`` durable; return once committed. Raises :class:`StoreError`.
 
         ``sender_key`` identifies the citizen on the channel (chat id, phone, address) so that
         :meth:`recent_from` can find an open conversation. With ``repeat_window_s`` > 0, the
         same sender sending the same text again within that window (a new message id: resent,
-        pasted twice) is the earlier complaint, reported as a duplicate.
+        pasted twice) is the earlier complaint, reported as a duplicate. ``fingerprint`` is
+        indexed for near-duplicate lookups in the same transaction, unless the complaint turns
+        out to be a repeat of an earlier one (a redelivery indexes it again: idempotent).
         """
         if self._writer is None or self._writer.done():
             raise StoreError("outbox writer is not running")
@@ -122,7 +127,8 @@ class Outbox:
         if sender_key is not None and repeat_window_s > 0 and complaint.thread_of is None:
             text_hash = _text_hash(complaint.body)
         await self._queue.put(_Request(complaint, raw_payload, raw_content_type, hints,
-                                       sender_key, text_hash, repeat_window_s, future))
+                                       sender_key, text_hash, repeat_window_s, fingerprint,
+                                       future))
         return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
@@ -134,9 +140,11 @@ class Outbox:
                 try:
                     async with self._db.transaction() as tx:
                         results = await self._insert_batch(tx, batch)
+                        await _index(tx, batch, results)
                 except _NeedsOneByOne:
                     async with self._db.transaction() as tx:
                         results = [await self._insert(tx, request) for request in batch]
+                        await _index(tx, batch, results)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 if len(batch) > 1 and not is_retriable(exc):
                     # One bad request must not fail the others: commit each on its own.
@@ -157,6 +165,7 @@ class Outbox:
         try:
             async with self._db.transaction() as tx:
                 result = await self._insert(tx, request)
+                await _index(tx, [request], [result])
         except Exception as exc:  # noqa: BLE001 - the waiter hears of it
             if not request.future.done():
                 request.future.set_exception(exc)
@@ -533,6 +542,14 @@ def _dead_letter_json(row: tuple[object, ...]) -> dict[str, object]:
 
 class _NeedsOneByOne(Exception):
     """A group cannot take the fast path (a tracking-code collision): write it one by one."""
+
+
+async def _index(tx: Executor, batch: list[_Request], results: list[Added]) -> None:
+    """Index the fingerprints of the complaints the group made (or had made already), not of
+    repeats that turned out to be an earlier complaint."""
+    await record_many(tx, [r.fingerprint for r, added in zip(batch, results, strict=True)
+                           if r.fingerprint is not None
+                           and added.complaint_id == r.complaint.id])
 
 
 def _placeholders(count: int, start: int) -> str:

@@ -1,13 +1,12 @@
 """`GatewayIntake`: the :class:`connectors.base.Intake` the connectors call.
 
 normalise → near-duplicate label (fingerprint, durable index, :func:`normalizer.dedup.decide`)
-→ exact dedup and durable write (the outbox, one unique key) → index the fingerprint → wake the
+→ exact dedup and durable write (the outbox, one unique key, with the fingerprint) → wake the
 publisher. ``submit`` returns only once the complaint is committed.
 
-The fingerprint is indexed after the outbox commit, by an idempotent write: when it fails,
-``submit`` raises, the channel redelivers, the redelivery is an exact duplicate of the stored
-complaint, and its fingerprint is indexed then. A follow-up (``thread_of``) is neither labelled
-nor indexed: it belongs to its thread, not to a cluster.
+The fingerprint is indexed in the outbox's group commit, with the complaint (idempotent: a
+redelivery indexes it again, which changes nothing). A follow-up (``thread_of``) is neither
+labelled nor indexed: it belongs to its thread, not to a cluster.
 """
 
 from __future__ import annotations
@@ -154,15 +153,17 @@ class GatewayIntake:
                 log.warning("intake %s near-duplicate check failed for %s (%s); forwarded "
                             "unlabelled", raw.channel, cid, type(exc).__name__)
                 fingerprint = None
-        added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
-                                       raw.reply_hints, sender_key(raw),
-                                       repeat_window_s=self._repeat_window_s)
-        own = added.complaint_id == complaint.id  # not a repeat of an earlier complaint
-        if fingerprint is not None and self._near is not None and own:
-            await self._near.index.record(NewFingerprint(
+        indexed = None
+        if fingerprint is not None:
+            indexed = NewFingerprint(
                 complaint.id, complaint.cluster_id or complaint.id,
                 int(complaint.received_at.timestamp() * 1_000_000), region_of(complaint),
-                complaint.agency, fingerprint, keys))
+                complaint.agency, fingerprint, keys)
+        added = await self._outbox.add(complaint, raw.raw_payload, raw.raw_content_type,
+                                       raw.reply_hints, sender_key(raw),
+                                       repeat_window_s=self._repeat_window_s,
+                                       fingerprint=indexed)
+        own = added.complaint_id == complaint.id  # not a repeat of an earlier complaint
         outcome = "duplicate" if added.duplicate else "accepted"
         if self._backlog is not None and not added.duplicate:
             self._backlog.added()
