@@ -100,16 +100,23 @@ class Pool:
         self.signatures = np.stack([fp.signature.hashvalues for fp in self.fingerprints])
 
 
-def synthetic(pool: Pool, start: int, count: int, rng: np.random.Generator, near_share: float,
-              days: float) -> tuple[list[tuple[Any, ...]], np.ndarray[Any, Any]]:
-    """``count`` complaints from sequence number ``start``: fingerprint rows and their
-    ``(band_key, received_us, seq)`` index rows."""
+def arrivals(rng: np.random.Generator, count: int, days: float) -> np.ndarray[Any, Any]:
+    """``count`` receive times over the last ``days``, oldest first: a gateway numbers
+    fingerprints (``seq``) as complaints arrive, so the window's rows are the newest ``seq``s,
+    next to each other in the table, as in a real store."""
+    return np.sort(now_us() - rng.integers(0, int(days * 86400 * 1_000_000), size=count))
+
+
+def synthetic(pool: Pool, start: int, received: np.ndarray[Any, Any], rng: np.random.Generator,
+              near_share: float) -> tuple[list[tuple[Any, ...]], np.ndarray[Any, Any]]:
+    """Complaints received at ``received`` from sequence number ``start``: fingerprint rows and
+    their ``(band_key, received_us, seq)`` index rows."""
+    count = len(received)
     sigs = rng.integers(0, 2**32 - 1, size=(count, NUM_PERM), dtype=np.uint64).astype(np.uint32)
     which = rng.integers(0, len(pool.fingerprints), size=count)
     near = rng.random(count) < near_share
     keep = rng.random((count, NUM_PERM)) < 0.5
     sigs = np.where(near[:, None] & keep, pool.signatures[which], sigs)
-    received = now_us() - rng.integers(0, int(days * 86400 * 1_000_000), size=count)
     seqs = np.arange(start, start + count, dtype=np.int64)
     bands = band_hashes(sigs)
     rows = []
@@ -137,9 +144,10 @@ def fill_sqlite(path: Path, pool: Pool, start: int, count: int, seed: int,
     conn.execute("PRAGMA cache_size=-1000000")
     conn.execute("BEGIN")
     index_parts = []
+    received = arrivals(rng, count, days)
     for offset in range(0, count, CHUNK):
-        rows, index = synthetic(pool, start + offset, min(CHUNK, count - offset), rng,
-                                near_share, days)
+        rows, index = synthetic(pool, start + offset, received[offset:offset + CHUNK], rng,
+                                near_share)
         conn.executemany("INSERT INTO fingerprints (seq, complaint_id, cluster_id, received_us,"
                          " region, agency, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         index_parts.append(index)
@@ -159,9 +167,10 @@ async def fill_postgres(url: str, pool: Pool, start: int, count: int, seed: int,
     conn = await asyncpg.connect(url)
     try:
         index_parts = []
+        received = arrivals(rng, count, days)
         for offset in range(0, count, CHUNK):
-            rows, index = synthetic(pool, start + offset, min(CHUNK, count - offset), rng,
-                                    near_share, days)
+            rows, index = synthetic(pool, start + offset, received[offset:offset + CHUNK], rng,
+                                    near_share)
             await conn.copy_records_to_table(
                 "fingerprints", records=rows,
                 columns=["seq", "complaint_id", "cluster_id", "received_us", "region", "agency",

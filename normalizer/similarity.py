@@ -22,7 +22,8 @@ places are (:data:`THRESHOLDS`: little text in common is enough for the same str
 copy is needed when the texts share no place).
 
 :class:`LSHIndex` finds candidates among many signatures quickly (banding: two signatures
-share a band key when a block of ``ROWS_PER_BAND`` hash values is equal).
+share a band key when a block of ``ROWS_PER_BAND`` hash values is equal; the first ``BANDS``
+blocks are used).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import re
 import struct
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,10 +47,15 @@ from normalizer.text import plain_text, shingles, stem
 NUM_PERM = 128
 #: Fixed seed: every signature ever stored must use the same permutations.
 SEED = 1708
-#: LSH banding: 42 bands of 3 rows find a pair with Jaccard 0.45 (a near copy in other words)
-#: with probability 0.98 and one with Jaccard 0.1 with 0.04. Pairs that share a place and a
-#: category, which need much less text in common, are found through block keys instead.
+#: LSH banding: bands of 3 rows. Pairs that share a place and a category, which need much less
+#: text in common, are found through block keys instead; bands find the rest, which must be
+#: near copies (:func:`similar` >= 0.6, Jaccard about 0.52 for texts of one length).
 ROWS_PER_BAND = 3
+#: The first 32 bands (96 of the 128 values) find a pair with Jaccard 0.52 with probability
+#: 0.99, one with 0.45 with 0.95 and one with 0.1 with 0.03 (all 42 would: 0.998, 0.98, 0.04)
+#: with a quarter fewer index rows and index probes a lookup. The first 32 of the 42 band keys
+#: stored before keep their meaning, so an index written with 42 still serves.
+BANDS = 32
 #: Words are compared one by one (k=1): complaints are short, paraphrases reorder words.
 SIGNATURE_SHINGLE_K = 1
 #: Text similarity (see :func:`similar`) two complaints need to be the same matter, by how their
@@ -103,21 +110,36 @@ class Signature:
     @classmethod
     def from_bytes(cls, data: bytes) -> Signature:
         """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
-        if len(data) < 14 or data[:4] != _SIG_MAGIC:
-            raise ValueError("not a lapor-gateway MinHash signature")
-        seed, size, num_perm = struct.unpack("<IIH", data[4:14])
-        body = data[14:]
-        if len(body) != 4 * num_perm:
-            raise ValueError("truncated MinHash signature")
+        seed, size, body = signature_parts(data)
         values = np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False)
         return cls(values, size, seed)
+
+
+def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, bytes]:
+    """The seed, set size and hash values (little-endian uint32 bytes) of the
+    :meth:`Signature.to_bytes` output at ``data[start:]``, not decoded: many candidates'
+    values are joined and read as one matrix. Raises ValueError on anything else."""
+    if len(data) < start + 14 or data[start:start + 4] != _SIG_MAGIC:
+        raise ValueError("not a lapor-gateway MinHash signature")
+    seed, size, num_perm = struct.unpack_from("<IIH", data, start + 4)
+    body = data[start + 14:]
+    if len(body) != 4 * num_perm:
+        raise ValueError("truncated MinHash signature")
+    return seed, size, body
+
+
+@lru_cache(maxsize=8)
+def _empty_minhash(num_perm: int, seed: int) -> MinHash:
+    """An empty MinHash whose permutations are made once: datasketch draws them anew for
+    every ``MinHash(...)`` (about 150 µs of a 0.5 ms fingerprint); its ``copy`` shares them."""
+    return MinHash(num_perm=num_perm, seed=seed)
 
 
 def signature_of_words(words: Iterable[str], *, num_perm: int = NUM_PERM,
                        seed: int = SEED) -> Signature:
     """The MinHash signature of a set of words (or shingles)."""
     unique = sorted(set(words))
-    minhash = MinHash(num_perm=num_perm, seed=seed)
+    minhash = _empty_minhash(num_perm, seed).copy()
     if unique:
         minhash.update_batch([w.encode("utf-8") for w in unique])
     values = np.asarray(minhash.hashvalues, dtype=np.uint64).astype(np.uint32)
@@ -433,10 +455,17 @@ class Fingerprint:
     def signature_from_bytes(data: bytes) -> Signature:
         """Only the signature of :meth:`to_bytes` output (cheaper than :meth:`from_bytes`:
         a store's candidates are screened on it before their places are read)."""
+        seed, size, body = Fingerprint.signature_parts(data)
+        return Signature(np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False), size,
+                         seed)
+
+    @staticmethod
+    def signature_parts(data: bytes) -> tuple[int, int, bytes]:
+        """:func:`signature_parts` of the signature in :meth:`to_bytes` output."""
         if len(data) < 8 or data[:4] != _MAGIC:
             raise ValueError("not a lapor-gateway fingerprint")
-        (length,) = struct.unpack("<I", data[4:8])
-        return Signature.from_bytes(data[8 + length:])
+        (length,) = struct.unpack_from("<I", data, 4)
+        return signature_parts(data, 8 + length)
 
     def index_keys(self) -> list[str]:
         """Keys under which a store indexes this fingerprint: the LSH band keys of the
@@ -503,8 +532,19 @@ def similarities(sig: Signature, others: Sequence[Signature]
     if any(o.seed != sig.seed for o in others) \
             or any(o.hashvalues.shape != sig.hashvalues.shape for o in others):
         raise ValueError("signatures made with different permutations cannot be compared")
-    matrix = np.stack([o.hashvalues for o in others])
-    sizes = np.array([o.size for o in others], dtype=np.float64)
+    return similarity_scores(sig, np.stack([o.hashvalues for o in others]),
+                             np.array([o.size for o in others], dtype=np.float64))
+
+
+def similarity_scores(sig: Signature, matrix: np.ndarray[Any, np.dtype[Any]],
+                      sizes: np.ndarray[Any, np.dtype[Any]]
+                      ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """:func:`similarities` of ``sig`` and signatures given as a ``(n, num_perm)`` matrix of
+    hash values (same seed) and their ``n`` set sizes: a store's candidates decoded at once,
+    without a :class:`Signature` each."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if not len(sizes):
+        return np.zeros(0)
     jaccard = np.count_nonzero(matrix == sig.hashvalues, axis=1) / sig.num_perm
     jaccard[(sizes == 0) | (sig.size == 0)] = 0.0
     shared = jaccard * (sig.size + sizes) / (1.0 + jaccard)
@@ -556,10 +596,11 @@ def is_same_matter(a: Fingerprint | str, b: Fingerprint | str) -> bool:
 # LSH index
 
 
-def band_keys(sig: Signature, rows: int = ROWS_PER_BAND) -> list[str]:
-    """The LSH band keys of a signature: ``"<band>:<hex of its rows>"``, one per band."""
+def band_keys(sig: Signature, rows: int = ROWS_PER_BAND, bands: int = BANDS) -> list[str]:
+    """The LSH band keys of a signature: ``"<band>:<hex of its rows>"``, one per band (the
+    first ``bands``, or as many as the values make)."""
     values = sig.hashvalues
-    bands = len(values) // rows
+    bands = min(bands, len(values) // rows)
     return [f"{b}:{values[b * rows:(b + 1) * rows].astype('<u4').tobytes().hex()}"
             for b in range(bands)]
 
@@ -572,14 +613,15 @@ _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 
 
-def band_hashes(hashvalues: np.ndarray[Any, np.dtype[Any]],
-                rows: int = ROWS_PER_BAND) -> np.ndarray[Any, np.dtype[np.int64]]:
+def band_hashes(hashvalues: np.ndarray[Any, np.dtype[Any]], rows: int = ROWS_PER_BAND,
+                bands: int = BANDS) -> np.ndarray[Any, np.dtype[np.int64]]:
     """The LSH band keys of one signature (``(num_perm,)``) or many (``(n, num_perm)``) as
-    signed 64-bit integers, one per band: equal bands give equal keys, and the band number
-    is mixed in, so band 3 of one signature never meets band 5 of another. Vectorised, so a
-    benchmark can fill a store with a million complaints through this same function."""
+    signed 64-bit integers, one per band (as :func:`band_keys`): equal bands give equal keys,
+    and the band number is mixed in, so band 3 of one signature never meets band 5 of another.
+    Vectorised, so a benchmark can fill a store with a million complaints through this same
+    function."""
     values = np.atleast_2d(np.asarray(hashvalues, dtype=np.uint64))
-    bands = values.shape[1] // rows
+    bands = min(bands, values.shape[1] // rows)
     blocks = values[:, :bands * rows].reshape(values.shape[0], bands, rows)
     h = (np.arange(1, bands + 1, dtype=np.uint64) * _MIX_START)[np.newaxis, :].repeat(
         values.shape[0], axis=0)
@@ -724,8 +766,9 @@ class DuplicateFinder:
 
 
 __all__ = [
-    "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
+    "BANDS", "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
     "is_same_matter", "key_hash", "matter_relation", "places_conflict", "same_matter_reason",
-    "signature", "signature_similarity", "similar", "similarities", "threshold_reason",
+    "signature", "signature_parts", "signature_similarity", "similar", "similarities",
+    "similarity_scores", "threshold_reason",
 ]
