@@ -101,20 +101,23 @@ class FingerprintIndex:
         ids = await self._db.fetch(_ids_sql(len(unique)), since_us, self._per_key,
                                    self._limit, *unique)
         seqs = [int(row[0]) for row in ids]
+        found: dict[int, StoredFingerprint] = {}
         cache = self._cache
-        missing = [seq for seq in seqs if seq not in cache]
+        for seq in seqs:
+            kept = cache.get(seq)
+            if kept is not None:
+                cache.move_to_end(seq)
+                found[seq] = kept
+        missing = [seq for seq in seqs if seq not in found]
         for start in range(0, len(missing), _FETCH_MAX):
             part = _padded(missing[start:start + _FETCH_MAX])
             for row in await self._db.fetch(_rows_sql(len(part)), *part):
-                self._keep(int(row[0]), StoredFingerprint(
-                    row[1], row[2], bytes(row[3]), row[4], row[5], int(row[6])))
-        found = []
-        for seq in seqs:
-            entry = cache.get(seq)
-            if entry is not None:  # None only for a row deleted between the two statements
-                cache.move_to_end(seq)
-                found.append(entry)
-        return found
+                seq = int(row[0])
+                found[seq] = StoredFingerprint(row[1], row[2], bytes(row[3]), row[4], row[5],
+                                               int(row[6]))
+                self._keep(seq, found[seq])
+        # A row deleted between the two statements is simply not found.
+        return [found[seq] for seq in seqs if seq in found]
 
     def _keep(self, seq: int, entry: StoredFingerprint) -> None:
         self._cache[seq] = entry
