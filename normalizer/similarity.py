@@ -22,8 +22,7 @@ places are (:data:`THRESHOLDS`: little text in common is enough for the same str
 copy is needed when the texts share no place).
 
 :class:`LSHIndex` finds candidates among many signatures quickly (banding: two signatures
-share a band key when a block of ``ROWS_PER_BAND`` hash values is equal; the first ``BANDS``
-blocks are used).
+share a band key when a block of ``ROWS_PER_BAND`` hash values is equal).
 """
 
 from __future__ import annotations
@@ -47,15 +46,13 @@ from normalizer.text import plain_text, shingles, stem
 NUM_PERM = 128
 #: Fixed seed: every signature ever stored must use the same permutations.
 SEED = 1708
-#: LSH banding: bands of 3 rows. Pairs that share a place and a category, which need much less
-#: text in common, are found through block keys instead; bands find the rest, which must be
-#: near copies (:func:`similar` >= 0.6, Jaccard about 0.52 for texts of one length).
+#: LSH banding: 42 bands of 3 rows find a pair with Jaccard 0.45 (a near copy in other words)
+#: with probability 0.98 and one with Jaccard 0.1 with 0.04. Pairs that share a place and a
+#: category, which need much less text in common, are found through block keys instead.
+#: (The first 32 bands alone would save a quarter of a lookup's index probes, but at a million
+#: stored complaints they labelled 9 % fewer duplicates in ``bench/dedup_scale.py``: bands also
+#: find same-place copies beyond a hot block key's ``per_key`` newest rows.)
 ROWS_PER_BAND = 3
-#: The first 32 bands (96 of the 128 values) find a pair with Jaccard 0.52 with probability
-#: 0.99, one with 0.45 with 0.95 and one with 0.1 with 0.03 (all 42 would: 0.998, 0.98, 0.04)
-#: with a quarter fewer index rows and index probes a lookup. The first 32 of the 42 band keys
-#: stored before keep their meaning, so an index written with 42 still serves.
-BANDS = 32
 #: Words are compared one by one (k=1): complaints are short, paraphrases reorder words.
 SIGNATURE_SHINGLE_K = 1
 #: Text similarity (see :func:`similar`) two complaints need to be the same matter, by how their
@@ -596,11 +593,10 @@ def is_same_matter(a: Fingerprint | str, b: Fingerprint | str) -> bool:
 # LSH index
 
 
-def band_keys(sig: Signature, rows: int = ROWS_PER_BAND, bands: int = BANDS) -> list[str]:
-    """The LSH band keys of a signature: ``"<band>:<hex of its rows>"``, one per band (the
-    first ``bands``, or as many as the values make)."""
+def band_keys(sig: Signature, rows: int = ROWS_PER_BAND) -> list[str]:
+    """The LSH band keys of a signature: ``"<band>:<hex of its rows>"``, one per band."""
     values = sig.hashvalues
-    bands = min(bands, len(values) // rows)
+    bands = len(values) // rows
     return [f"{b}:{values[b * rows:(b + 1) * rows].astype('<u4').tobytes().hex()}"
             for b in range(bands)]
 
@@ -613,15 +609,14 @@ _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 
 
-def band_hashes(hashvalues: np.ndarray[Any, np.dtype[Any]], rows: int = ROWS_PER_BAND,
-                bands: int = BANDS) -> np.ndarray[Any, np.dtype[np.int64]]:
+def band_hashes(hashvalues: np.ndarray[Any, np.dtype[Any]],
+                rows: int = ROWS_PER_BAND) -> np.ndarray[Any, np.dtype[np.int64]]:
     """The LSH band keys of one signature (``(num_perm,)``) or many (``(n, num_perm)``) as
-    signed 64-bit integers, one per band (as :func:`band_keys`): equal bands give equal keys,
-    and the band number is mixed in, so band 3 of one signature never meets band 5 of another.
-    Vectorised, so a benchmark can fill a store with a million complaints through this same
-    function."""
+    signed 64-bit integers, one per band: equal bands give equal keys, and the band number
+    is mixed in, so band 3 of one signature never meets band 5 of another. Vectorised, so a
+    benchmark can fill a store with a million complaints through this same function."""
     values = np.atleast_2d(np.asarray(hashvalues, dtype=np.uint64))
-    bands = min(bands, values.shape[1] // rows)
+    bands = values.shape[1] // rows
     blocks = values[:, :bands * rows].reshape(values.shape[0], bands, rows)
     h = (np.arange(1, bands + 1, dtype=np.uint64) * _MIX_START)[np.newaxis, :].repeat(
         values.shape[0], axis=0)
@@ -766,7 +761,7 @@ class DuplicateFinder:
 
 
 __all__ = [
-    "BANDS", "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
+    "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
     "is_same_matter", "key_hash", "matter_relation", "places_conflict", "same_matter_reason",
     "signature", "signature_parts", "signature_similarity", "similar", "similarities",

@@ -19,7 +19,6 @@ from normalizer.dedup import (
 from normalizer.routing import Router
 from normalizer.schema import Audit, Complaint, Location
 from normalizer.similarity import (
-    BANDS,
     Fingerprint,
     band_hashes,
     band_keys,
@@ -183,15 +182,6 @@ def test_signatures_equal_datasketch_with_permutations_drawn_anew() -> None:
             np.asarray(fresh.hashvalues).astype(np.uint32).tolist()
     first, second = signature_of_words(["a", "b"]), signature_of_words(["c"])
     assert signature_of_words(["a", "b"]) == first and first != second  # copies do not leak
-
-
-def test_the_first_bands_keep_their_keys() -> None:
-    """An index written with all 42 bands serves lookups made with the first BANDS."""
-    values = signature(LAMP).hashvalues
-    every = band_hashes(values, bands=128)
-    assert len(every) == 42 and len(band_hashes(values)) == BANDS
-    assert band_hashes(values).tolist() == every[:BANDS].tolist()
-    assert len(band_keys(signature(LAMP))) == BANDS
 
 
 def test_candidates_are_screened_as_one_matrix(router: Router) -> None:
