@@ -85,9 +85,7 @@ class StoredFingerprint:
     @property
     def signature(self) -> Signature:
         """The stored signature; raises ValueError when the bytes are corrupt."""
-        seed, size, body = self.signature_parts()
-        return Signature(np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False), size,
-                         seed)
+        return Signature.from_parts(*self.signature_parts())
 
     @property
     def meta(self) -> bytes:

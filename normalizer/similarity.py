@@ -107,9 +107,12 @@ class Signature:
     @classmethod
     def from_bytes(cls, data: bytes) -> Signature:
         """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
-        seed, size, body = signature_parts(data)
-        values = np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False)
-        return cls(values, size, seed)
+        return cls.from_parts(*signature_parts(data))
+
+    @classmethod
+    def from_parts(cls, seed: int, size: int, body: bytes) -> Signature:
+        """The signature of :func:`signature_parts`."""
+        return cls(np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False), size, seed)
 
 
 def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, bytes]:
@@ -128,7 +131,8 @@ def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, bytes]:
 @lru_cache(maxsize=8)
 def _empty_minhash(num_perm: int, seed: int) -> MinHash:
     """An empty MinHash whose permutations are made once: datasketch draws them anew for
-    every ``MinHash(...)`` (about 150 µs of a 0.5 ms fingerprint); its ``copy`` shares them."""
+    every ``MinHash(...)`` (half of what a complaint's signature cost); its ``copy`` shares
+    them."""
     return MinHash(num_perm=num_perm, seed=seed)
 
 
@@ -452,9 +456,7 @@ class Fingerprint:
     def signature_from_bytes(data: bytes) -> Signature:
         """Only the signature of :meth:`to_bytes` output (cheaper than :meth:`from_bytes`:
         a store's candidates are screened on it before their places are read)."""
-        seed, size, body = Fingerprint.signature_parts(data)
-        return Signature(np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False), size,
-                         seed)
+        return Signature.from_parts(*Fingerprint.signature_parts(data))
 
     @staticmethod
     def signature_parts(data: bytes) -> tuple[int, int, bytes]:
