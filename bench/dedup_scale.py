@@ -7,6 +7,8 @@ Usage (from the repository root)::
     python bench/dedup_scale.py --store postgresql://postgres@127.0.0.1/lapor_bench
     python bench/dedup_scale.py --reuse /tmp/dedup-1m.db   # keep the filled SQLite file;
                                                        # a second run measures it unfilled
+    git archive COMMIT | tar -x -C /tmp/before         # then, in the same run:
+    python bench/dedup_scale.py --reuse /tmp/dedup-1m.db --before /tmp/before
 
 The store is the gateway's own (migrations from ``forwarder/migrations``); it is filled in
 stages (empty, ``--baseline``, ``--count``) with bulk inserts (SQLite) or COPY (PostgreSQL) of
@@ -16,13 +18,16 @@ fingerprints): 90 % random signatures (distinct texts), 10 % near copies of real
 complaints (half their hash values kept, so they share LSH bands with the queries), each with
 the place/category block keys of one of a few thousand realistic complaints (so block keys
 are as hot as a big city's common problems), received over the last ``--days`` (two years
-by default; ``--days 29`` puts all of them inside the 30-day window, the worst case).
+by default; ``--days 29`` puts all of them inside the 30-day window, the worst case) and
+numbered (``seq``) in the order they arrived, as a gateway numbers them.
 
 After each stage a fresh child process opens the store as a gateway does and runs the intake's
 lookup (:meth:`forwarder.fingerprints.FingerprintIndex.candidates` + :func:`normalizer.dedup
 .decide`) for realistic queries, reporting lookups per second, latency and its peak resident
 memory. The fingerprinting of the query text is measured apart (it runs once per complaint
 whatever the store's size). Goals: >= 2,000 lookups/s and < 2 GiB resident at 1,000,000.
+``--before TREE`` measures an earlier checkout's lookup on the same stores in the same run
+(the machine is shared: compare the ratio, not numbers from different runs).
 """
 
 from __future__ import annotations
@@ -100,16 +105,23 @@ class Pool:
         self.signatures = np.stack([fp.signature.hashvalues for fp in self.fingerprints])
 
 
-def synthetic(pool: Pool, start: int, count: int, rng: np.random.Generator, near_share: float,
-              days: float) -> tuple[list[tuple[Any, ...]], np.ndarray[Any, Any]]:
-    """``count`` complaints from sequence number ``start``: fingerprint rows and their
-    ``(band_key, received_us, seq)`` index rows."""
+def arrivals(rng: np.random.Generator, count: int, days: float) -> np.ndarray[Any, Any]:
+    """``count`` receive times over the last ``days``, oldest first: a gateway numbers
+    fingerprints (``seq``) as complaints arrive, so the window's rows are the newest ``seq``s,
+    next to each other in the table, as in a real store."""
+    return np.sort(now_us() - rng.integers(0, int(days * 86400 * 1_000_000), size=count))
+
+
+def synthetic(pool: Pool, start: int, received: np.ndarray[Any, Any], rng: np.random.Generator,
+              near_share: float) -> tuple[list[tuple[Any, ...]], np.ndarray[Any, Any]]:
+    """Complaints received at ``received`` from sequence number ``start``: fingerprint rows and
+    their ``(band_key, received_us, seq)`` index rows."""
+    count = len(received)
     sigs = rng.integers(0, 2**32 - 1, size=(count, NUM_PERM), dtype=np.uint64).astype(np.uint32)
     which = rng.integers(0, len(pool.fingerprints), size=count)
     near = rng.random(count) < near_share
     keep = rng.random((count, NUM_PERM)) < 0.5
     sigs = np.where(near[:, None] & keep, pool.signatures[which], sigs)
-    received = now_us() - rng.integers(0, int(days * 86400 * 1_000_000), size=count)
     seqs = np.arange(start, start + count, dtype=np.int64)
     bands = band_hashes(sigs)
     rows = []
@@ -137,9 +149,10 @@ def fill_sqlite(path: Path, pool: Pool, start: int, count: int, seed: int,
     conn.execute("PRAGMA cache_size=-1000000")
     conn.execute("BEGIN")
     index_parts = []
+    received = arrivals(rng, count, days)
     for offset in range(0, count, CHUNK):
-        rows, index = synthetic(pool, start + offset, min(CHUNK, count - offset), rng,
-                                near_share, days)
+        rows, index = synthetic(pool, start + offset, received[offset:offset + CHUNK], rng,
+                                near_share)
         conn.executemany("INSERT INTO fingerprints (seq, complaint_id, cluster_id, received_us,"
                          " region, agency, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         index_parts.append(index)
@@ -159,9 +172,10 @@ async def fill_postgres(url: str, pool: Pool, start: int, count: int, seed: int,
     conn = await asyncpg.connect(url)
     try:
         index_parts = []
+        received = arrivals(rng, count, days)
         for offset in range(0, count, CHUNK):
-            rows, index = synthetic(pool, start + offset, min(CHUNK, count - offset), rng,
-                                    near_share, days)
+            rows, index = synthetic(pool, start + offset, received[offset:offset + CHUNK], rng,
+                                    near_share)
             await conn.copy_records_to_table(
                 "fingerprints", records=rows,
                 columns=["seq", "complaint_id", "cluster_id", "received_us", "region", "agency",
@@ -240,12 +254,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_in_child(url: str, lookups: int, concurrency: int) -> dict[str, float]:
+def measure_in_child(url: str, lookups: int, concurrency: int,
+                     tree: Path = ROOT) -> dict[str, float]:
+    """:func:`measure` in a fresh process, with the code of ``tree`` (this checkout, or an
+    earlier one given with ``--before``)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", url, "--lookups", str(lookups),
-         "--concurrency", str(concurrency)],
-        check=True, capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [sys.executable, str(tree / "bench" / "dedup_scale.py"), "--measure", url,
+         "--lookups", str(lookups), "--concurrency", str(concurrency)],
+        check=True, capture_output=True, text=True, cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)})
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -282,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", metavar="PATH", type=Path,
                         help="SQLite file: filled (all stages) and kept when missing; when it "
                              "exists, only the empty store and this file are measured")
+    parser.add_argument("--before", metavar="TREE", type=Path,
+                        help="an earlier checkout (git archive COMMIT | tar -x -C TREE): its "
+                             "lookup is measured on each stage's store too, in the same run")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     postgres = (args.store or args.measure or "").startswith("postgres")
@@ -294,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dedup-scale-") as tmp:
         if args.reuse is not None and args.reuse.exists():
             return measure_reused(f"sqlite:///{tmp}/lapor.db", f"sqlite:///{args.reuse}",
-                                  args.lookups, concurrency)
+                                  args.lookups, concurrency, args.before)
         url = args.store or f"sqlite:///{args.reuse or Path(tmp) / 'lapor.db'}"
         asyncio.run(prepare(url))
         started = time.perf_counter()
@@ -317,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                                 target - stored, stage, args.near_copies, args.days)
                 stored = target
             fill_s = time.perf_counter() - started
-            results.append(measure_stage(url, args.lookups, concurrency, fill_s))
+            results.append(measure_stage(url, args.lookups, concurrency, fill_s, args.before))
         summarise(results)
     return 0
 
@@ -326,13 +346,27 @@ HEADER = (f"{'stored':>10} {'fill s':>7} {'lookups/s':>10} {'p50 ms':>7} {'p99 m
           f"{'cands':>6} {'RSS MiB':>8} {'store':>10}")
 
 
-def measure_stage(url: str, lookups: int, concurrency: int, fill_s: float) -> dict[str, float]:
-    """Measure the store in a child process and print its row."""
+def measure_stage(url: str, lookups: int, concurrency: int, fill_s: float,
+                  before: Path | None = None) -> dict[str, float]:
+    """Measure the store in a child process and print its row; with ``before``, first the
+    earlier checkout's lookup on the same store (its row says ``before`` for the fill time)."""
+    if before is not None:
+        old = measure_in_child(url, lookups, concurrency, before)
+        print(row(old, f"{'before':>7}", url), flush=True)
     r = measure_in_child(url, lookups, concurrency)
-    print(f"{int(r['stored']):>10,} {fill_s:>7.1f} {r['lookups_s']:>10,.0f} "
-          f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['candidates']:>6.1f} "
-          f"{r['rss_mib']:>8.0f} {store_size(url):>10}", flush=True)
+    print(row(r, f"{fill_s:>7.1f}", url), flush=True)
+    if before is not None:
+        print(f"{'':>10} {'after/before':>18} {r['lookups_s'] / old['lookups_s']:>5.2f}x",
+              flush=True)
+        r["before_fingerprint_ms"] = old["fingerprint_ms"]
     return r
+
+
+def row(r: dict[str, float], second: str, url: str) -> str:
+    """One row of the table (:data:`HEADER`)."""
+    return (f"{int(r['stored']):>10,} {second} {r['lookups_s']:>10,.0f} "
+            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['candidates']:>6.1f} "
+            f"{r['rss_mib']:>8.0f} {store_size(url):>10}")
 
 
 def summarise(results: list[dict[str, float]]) -> None:
@@ -343,10 +377,12 @@ def summarise(results: list[dict[str, float]]) -> None:
           f"{'ok' if last['lookups_s'] >= GOAL_LOOKUPS else 'MISSED'}; RSS goal "
           f"< {GOAL_RSS_MIB:,.0f} MiB: {'ok' if last['rss_mib'] < GOAL_RSS_MIB else 'MISSED'}")
     print(f"fingerprint of one realistic complaint (once per complaint, any store size): "
-          f"{last['fingerprint_ms']:.2f} ms")
+          f"{last['fingerprint_ms']:.2f} ms" + (f" (before: {last['before_fingerprint_ms']:.2f} ms)"
+                                                if "before_fingerprint_ms" in last else ""))
 
 
-def measure_reused(empty_url: str, url: str, lookups: int, concurrency: int) -> int:
+def measure_reused(empty_url: str, url: str, lookups: int, concurrency: int,
+                   before: Path | None = None) -> int:
     """``--reuse`` of a filled file: the empty store (the baseline), then the file as it is
     (migrated first, as a gateway would on start)."""
     print(f"store {url} (reused, not filled); concurrency {concurrency}")
@@ -354,7 +390,7 @@ def measure_reused(empty_url: str, url: str, lookups: int, concurrency: int) -> 
     results = []
     for each in (empty_url, url):
         asyncio.run(prepare(each))
-        results.append(measure_stage(each, lookups, concurrency, 0.0))
+        results.append(measure_stage(each, lookups, concurrency, 0.0, before))
     summarise(results)
     return 0
 

@@ -2,10 +2,15 @@
 
 The decision is :mod:`normalizer.dedup`'s; this module only stores and finds. Because the index
 lives in the database, a restarted gateway and every gateway instance sharing a PostgreSQL
-store see the same complaints. A lookup (:meth:`FingerprintIndex.candidates`) is one statement:
-for each key an index range scan over ``(band_key, received_us)``, newest first, bounded by the
-time window and ``per_key`` rows, then at most ``limit`` fingerprints. So a hot key (a common
-category in a big city) costs the same as a rare one.
+store see the same complaints.
+
+A lookup (:meth:`FingerprintIndex.candidates`) reads ids first: one statement that, for each
+key, range-scans the ``(band_key, received_us, seq)`` primary key of ``lsh_bands`` newest first,
+bounded by the time window and ``per_key`` rows, and keeps the newest ``limit`` complaints (only
+the index is read, never the ``fingerprints`` table). So a hot key (a common category in a big
+city) costs the same as a rare one. Stored fingerprints never change, so those this process
+read or recorded recently are kept in memory (by ``seq``); only the others are read, by primary
+key, in a second statement, which a lookup whose candidates are all in memory skips.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from forwarder.db import Database, Executor, Row
+from forwarder.db import Database, Executor
 from normalizer.dedup import StoredFingerprint
 from normalizer.similarity import Fingerprint
 
-#: Parsed candidates kept in memory (about 3 KiB each with their parsed places): the newest
-#: rows of a month's busy keys, read lookup after lookup (about 180 MiB when full).
+#: Stored fingerprints kept in memory (about 3 KiB each with their parsed places): a 30-day
+#: window of a million complaints over two years (about 41,000), or the newest rows of a busy
+#: window's keys, read lookup after lookup (about 180 MiB when full).
 CACHE_SIZE = 60_000
 
 
@@ -38,18 +44,37 @@ class NewFingerprint:
 
 
 @lru_cache(maxsize=256)
-def _candidates_sql(keys: int) -> str:
-    """The lookup of :meth:`FingerprintIndex.candidates` for ``keys`` keys (``$4``...): each
-    key's newest ``$2`` index entries since ``$1``, the newest ``$3`` of them all (the index
-    rows carry ``received_us``, so only the rows kept are read from ``fingerprints``)."""
-    scans = " UNION ".join(
+def _ids_sql(keys: int) -> str:
+    """Step one of :meth:`FingerprintIndex.candidates` for ``keys`` keys (``$4``...): each
+    key's newest ``$2`` index entries since ``$1``, then the newest ``$3`` complaints of them
+    all, as ``(seq, received_us)`` (the index rows carry ``received_us``: the table is not
+    read). ``UNION ALL`` and ``GROUP BY``: one pass, no per-row duplicate check."""
+    scans = " UNION ALL ".join(
         f"SELECT * FROM (SELECT seq, received_us FROM lsh_bands WHERE band_key = ${i + 4}"
         f" AND received_us >= $1 ORDER BY received_us DESC LIMIT $2) AS k{i}"
         for i in range(keys))
-    return ("SELECT f.complaint_id, f.cluster_id, f.fingerprint, f.region, f.agency,"
-            f" f.received_us FROM (SELECT seq, received_us FROM ({scans}) AS u"
-            " ORDER BY received_us DESC LIMIT $3) AS c JOIN fingerprints f ON f.seq = c.seq"
-            " ORDER BY f.received_us DESC")
+    return (f"SELECT seq, MAX(received_us) AS newest FROM ({scans}) AS u GROUP BY seq"
+            " ORDER BY newest DESC LIMIT $3")
+
+
+#: Step two reads this many fingerprints, or a power of two below it, per statement (padded
+#: with a repeated ``seq``): a handful of statement shapes, each prepared once.
+_FETCH_MAX = 128
+
+
+@lru_cache(maxsize=16)
+def _rows_sql(count: int) -> str:
+    """Step two: the stored fingerprints of ``count`` ``seq``s."""
+    marks = ", ".join(f"${i + 1}" for i in range(count))
+    return ("SELECT seq, complaint_id, cluster_id, fingerprint, region, agency, received_us"
+            f" FROM fingerprints WHERE seq IN ({marks})")
+
+
+def _padded(seqs: list[int]) -> list[int]:
+    size = 1
+    while size < len(seqs):
+        size *= 2
+    return seqs + [seqs[0]] * (size - len(seqs))
 
 
 class FingerprintIndex:
@@ -63,9 +88,9 @@ class FingerprintIndex:
         self._per_key = per_key
         self._limit = limit
         self._cache_size = cache_size
-        #: Stored fingerprints never change, so the ones read recently (the newest rows of
-        #: busy keys, read by lookup after lookup) keep what was parsed from them.
-        self._cache: OrderedDict[str, StoredFingerprint] = OrderedDict()
+        #: By ``seq``: stored fingerprints never change, so the ones read or recorded recently
+        #: keep what was parsed from them and are not read again.
+        self._cache: OrderedDict[int, StoredFingerprint] = OrderedDict()
 
     async def candidates(self, keys: Sequence[int], since_us: int) -> list[StoredFingerprint]:
         """Stored complaints received at or after ``since_us`` sharing a key, newest first
@@ -73,41 +98,44 @@ class FingerprintIndex:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return []
-        rows = await self._db.fetch(_candidates_sql(len(unique)), since_us, self._per_key,
-                                    self._limit, *unique)
-        return [self._cached(row) for row in rows]
+        ids = await self._db.fetch(_ids_sql(len(unique)), since_us, self._per_key,
+                                   self._limit, *unique)
+        seqs = [int(row[0]) for row in ids]
+        found: dict[int, StoredFingerprint] = {}
+        cache = self._cache
+        for seq in seqs:
+            kept = cache.get(seq)
+            if kept is not None:
+                cache.move_to_end(seq)
+                found[seq] = kept
+        missing = [seq for seq in seqs if seq not in found]
+        for start in range(0, len(missing), _FETCH_MAX):
+            part = _padded(missing[start:start + _FETCH_MAX])
+            for row in await self._db.fetch(_rows_sql(len(part)), *part):
+                seq = int(row[0])
+                found[seq] = StoredFingerprint(row[1], row[2], bytes(row[3]), row[4], row[5],
+                                               int(row[6]))
+                self._keep(seq, found[seq])
+        # A row deleted between the two statements is simply not found.
+        return [found[seq] for seq in seqs if seq in found]
 
-    def _cached(self, row: Row) -> StoredFingerprint:
-        entry = self._cache.get(row[0])
-        if entry is not None:
-            self._cache.move_to_end(row[0])
-            return entry
-        entry = StoredFingerprint(row[0], row[1], bytes(row[2]), row[3], row[4], int(row[5]))
-        self._cache[row[0]] = entry
+    def _keep(self, seq: int, entry: StoredFingerprint) -> None:
+        self._cache[seq] = entry
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return entry
 
     async def record(self, entry: NewFingerprint) -> bool:
-        """Index a complaint (idempotent: a complaint already indexed is left as it is).
-        Returns True when it was new."""
+        """Index a complaint in a transaction of its own (idempotent: a complaint already
+        indexed is left as it is). Returns True when it was new. The intake indexes through
+        :func:`record_many` in the outbox's group commit instead."""
         async with self._db.transaction() as tx:
-            row = await tx.fetchrow(
-                "INSERT INTO fingerprints (complaint_id, cluster_id, received_us, region,"
-                " agency, fingerprint) VALUES ($1, $2, $3, $4, $5, $6)"
-                " ON CONFLICT DO NOTHING RETURNING seq",
-                entry.complaint_id, entry.cluster_id, entry.received_us, entry.region,
-                entry.agency, entry.fingerprint.to_bytes())
-            if row is None:
-                return False
-            keys = list(dict.fromkeys(entry.keys))
-            if keys:
-                values = ", ".join(f"(${i + 3}, $1, $2)" for i in range(len(keys)))
-                await tx.execute(
-                    f"INSERT INTO lsh_bands (band_key, received_us, seq) VALUES {values}"
-                    " ON CONFLICT DO NOTHING",
-                    entry.received_us, int(row[0]), *keys)
-        return True
+            new = await record_many(tx, [entry])
+        # Committed: the next complaints' lookups will find it; keep it for them.
+        for seq, kept in new:
+            self._keep(seq, StoredFingerprint(kept.complaint_id, kept.cluster_id,
+                                              kept.fingerprint.to_bytes(), kept.region,
+                                              kept.agency, kept.received_us))
+        return bool(new)
 
     async def count(self) -> int:
         """How many complaints are indexed."""
@@ -119,14 +147,15 @@ class FingerprintIndex:
 _MAX_PARAMS = 30_000
 
 
-async def record_many(tx: Executor, entries: Sequence[NewFingerprint]) -> int:
+async def record_many(tx: Executor, entries: Sequence[NewFingerprint]
+                      ) -> list[tuple[int, NewFingerprint]]:
     """Index ``entries`` inside the caller's transaction (the outbox's group commit, so a
     complaint and its fingerprint are committed together): one multi-row statement per table
     however many entries, instead of a transaction each. Complaints indexed already are left
-    as they are (idempotent). Returns how many were new."""
+    as they are (idempotent). Returns the new ones with their ``seq``."""
     unique = list({entry.complaint_id: entry for entry in entries}.values())
     if not unique:
-        return 0
+        return []
     values = ", ".join(f"(${6 * i + 1}, ${6 * i + 2}, ${6 * i + 3}, ${6 * i + 4}, ${6 * i + 5},"
                        f" ${6 * i + 6})" for i in range(len(unique)))
     rows = await tx.fetch(
@@ -144,4 +173,4 @@ async def record_many(tx: Executor, entries: Sequence[NewFingerprint]) -> int:
                            for i in range(len(chunk)))
         await tx.execute(f"INSERT INTO lsh_bands (band_key, received_us, seq) VALUES {values}"
                          " ON CONFLICT DO NOTHING", *(v for band in chunk for v in band))
-    return len(rows)
+    return [(int(seq), by_id[str(cid)]) for seq, cid in rows]

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+
+import numpy as np
 
 from normalizer.routing import Router
 from normalizer.schema import Complaint
@@ -30,6 +31,7 @@ from normalizer.similarity import (
     fingerprint,
     matter_relation,
     similarities,
+    similarity_scores,
     threshold_reason,
 )
 
@@ -42,17 +44,30 @@ DECISION_KEY = "duplicate_of"
 MIN_SIMILARITY = min(THRESHOLDS.values())
 
 
-@dataclass(frozen=True)
 class StoredFingerprint:
     """A complaint the index returned as a candidate, its fingerprint as stored
-    (:meth:`Fingerprint.to_bytes`), read only as far as needed."""
+    (:meth:`Fingerprint.to_bytes`), read only as far as needed: the signature's values
+    (:meth:`signature_parts`, decoded by :func:`decide` for all candidates at once), then the
+    places of the few candidates similar enough. What was read is kept (a store's cache keeps
+    the entry)."""
 
-    complaint_id: str
-    cluster_id: str
-    data: bytes
-    region: str | None = None
-    agency: str | None = None
-    received_us: int = 0
+    __slots__ = ("_fingerprint", "_parts", "agency", "cluster_id", "complaint_id", "data",
+                 "received_us", "region")
+
+    def __init__(self, complaint_id: str, cluster_id: str, data: bytes,
+                 region: str | None = None, agency: str | None = None,
+                 received_us: int = 0) -> None:
+        self.complaint_id = complaint_id
+        self.cluster_id = cluster_id
+        self.data = data
+        self.region = region
+        self.agency = agency
+        self.received_us = received_us
+        self._parts: tuple[int, int, bytes] | None = None
+        self._fingerprint: Fingerprint | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredFingerprint({self.complaint_id!r}, cluster {self.cluster_id!r})"
 
     @classmethod
     def of(cls, complaint_id: str, cluster_id: str, fp: Fingerprint, region: str | None = None,
@@ -60,20 +75,29 @@ class StoredFingerprint:
         """A candidate from a fingerprint in memory."""
         return cls(complaint_id, cluster_id, fp.to_bytes(), region, agency, received_us)
 
-    @cached_property
+    def signature_parts(self) -> tuple[int, int, bytes]:
+        """Seed, set size and undecoded hash values of the stored signature
+        (:meth:`Fingerprint.signature_parts`); raises ValueError when the bytes are corrupt."""
+        if self._parts is None:
+            self._parts = Fingerprint.signature_parts(self.data)
+        return self._parts
+
+    @property
     def signature(self) -> Signature:
         """The stored signature; raises ValueError when the bytes are corrupt."""
-        return Fingerprint.signature_from_bytes(self.data)
+        return Signature.from_parts(*self.signature_parts())
 
-    @cached_property
+    @property
     def meta(self) -> bytes:
         """The stored places, categories and classification, still encoded."""
         return Fingerprint.meta_from_bytes(self.data)
 
-    @cached_property
+    @property
     def fingerprint(self) -> Fingerprint:
         """The whole stored fingerprint; raises ValueError when the bytes are corrupt."""
-        return Fingerprint.from_bytes(self.data, self.signature)
+        if self._fingerprint is None:
+            self._fingerprint = Fingerprint.from_bytes(self.data, self.signature)
+        return self._fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,31 +164,36 @@ def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
     verdict; the places/region/agency part of the rule is worked out once for candidates
     storing the same metadata (copies of one complaint)."""
     readable: list[StoredFingerprint] = []
+    bodies: list[bytes] = []
+    sizes: list[int] = []
+    seed, width = fp.signature.seed, 4 * fp.signature.num_perm
     seen = 0
     for other in candidates:
         if other.complaint_id == own_id:
             continue
         seen += 1
         try:
-            sig = other.signature
+            other_seed, size, body = other.signature_parts()
         except ValueError:  # corrupt: skipped
             continue
-        if sig.seed == fp.signature.seed and sig.hashvalues.shape == fp.signature.hashvalues.shape:
+        if other_seed == seed and len(body) == width:
             readable.append(other)
-    scores = similarities(fp.signature, [o.signature for o in readable]).tolist()
-    ranked = sorted(range(len(readable)), key=lambda i: (-scores[i], readable[i].received_us))
+            bodies.append(body)
+            sizes.append(size)
+    matrix = np.frombuffer(b"".join(bodies), dtype="<u4").reshape(len(bodies), width // 4)
+    scores = similarity_scores(fp.signature, matrix, np.asarray(sizes)).tolist()
+    ranked = sorted((i for i in range(len(readable)) if scores[i] >= MIN_SIMILARITY),
+                    key=lambda i: (-scores[i], readable[i].received_us))
     relations: dict[tuple[bytes, str | None, str | None], tuple[str | None, str]] = {}
     for i in ranked:
         other, score = readable[i], scores[i]
-        if score < MIN_SIMILARITY:
-            break
-        key = (other.meta, other.region, other.agency)
-        known = relations.get(key)
-        if known is None:
-            try:
+        try:
+            key = (other.meta, other.region, other.agency)
+            known = relations.get(key)
+            if known is None:
                 known = relations[key] = _relation(fp, region, agency, other)
-            except ValueError:
-                continue
+        except ValueError:
+            continue
         relation = known[0]
         if relation is None:
             continue

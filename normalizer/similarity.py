@@ -33,6 +33,7 @@ import re
 import struct
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,9 @@ SEED = 1708
 #: LSH banding: 42 bands of 3 rows find a pair with Jaccard 0.45 (a near copy in other words)
 #: with probability 0.98 and one with Jaccard 0.1 with 0.04. Pairs that share a place and a
 #: category, which need much less text in common, are found through block keys instead.
+#: (The first 32 bands alone would save a quarter of a lookup's index probes, but at a million
+#: stored complaints they labelled 9 % fewer duplicates in ``bench/dedup_scale.py``: bands also
+#: find same-place copies beyond a hot block key's ``per_key`` newest rows.)
 ROWS_PER_BAND = 3
 #: Words are compared one by one (k=1): complaints are short, paraphrases reorder words.
 SIGNATURE_SHINGLE_K = 1
@@ -103,21 +107,40 @@ class Signature:
     @classmethod
     def from_bytes(cls, data: bytes) -> Signature:
         """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
-        if len(data) < 14 or data[:4] != _SIG_MAGIC:
-            raise ValueError("not a lapor-gateway MinHash signature")
-        seed, size, num_perm = struct.unpack("<IIH", data[4:14])
-        body = data[14:]
-        if len(body) != 4 * num_perm:
-            raise ValueError("truncated MinHash signature")
-        values = np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False)
-        return cls(values, size, seed)
+        return cls.from_parts(*signature_parts(data))
+
+    @classmethod
+    def from_parts(cls, seed: int, size: int, body: bytes) -> Signature:
+        """The signature of :func:`signature_parts`."""
+        return cls(np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False), size, seed)
+
+
+def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, bytes]:
+    """The seed, set size and hash values (little-endian uint32 bytes) of the
+    :meth:`Signature.to_bytes` output at ``data[start:]``, not decoded: many candidates'
+    values are joined and read as one matrix. Raises ValueError on anything else."""
+    if len(data) < start + 14 or data[start:start + 4] != _SIG_MAGIC:
+        raise ValueError("not a lapor-gateway MinHash signature")
+    seed, size, num_perm = struct.unpack_from("<IIH", data, start + 4)
+    body = data[start + 14:]
+    if len(body) != 4 * num_perm:
+        raise ValueError("truncated MinHash signature")
+    return seed, size, body
+
+
+@lru_cache(maxsize=8)
+def _empty_minhash(num_perm: int, seed: int) -> MinHash:
+    """An empty MinHash whose permutations are made once: datasketch draws them anew for
+    every ``MinHash(...)`` (half of what a complaint's signature cost); its ``copy`` shares
+    them."""
+    return MinHash(num_perm=num_perm, seed=seed)
 
 
 def signature_of_words(words: Iterable[str], *, num_perm: int = NUM_PERM,
                        seed: int = SEED) -> Signature:
     """The MinHash signature of a set of words (or shingles)."""
     unique = sorted(set(words))
-    minhash = MinHash(num_perm=num_perm, seed=seed)
+    minhash = _empty_minhash(num_perm, seed).copy()
     if unique:
         minhash.update_batch([w.encode("utf-8") for w in unique])
     values = np.asarray(minhash.hashvalues, dtype=np.uint64).astype(np.uint32)
@@ -433,10 +456,15 @@ class Fingerprint:
     def signature_from_bytes(data: bytes) -> Signature:
         """Only the signature of :meth:`to_bytes` output (cheaper than :meth:`from_bytes`:
         a store's candidates are screened on it before their places are read)."""
+        return Signature.from_parts(*Fingerprint.signature_parts(data))
+
+    @staticmethod
+    def signature_parts(data: bytes) -> tuple[int, int, bytes]:
+        """:func:`signature_parts` of the signature in :meth:`to_bytes` output."""
         if len(data) < 8 or data[:4] != _MAGIC:
             raise ValueError("not a lapor-gateway fingerprint")
-        (length,) = struct.unpack("<I", data[4:8])
-        return Signature.from_bytes(data[8 + length:])
+        (length,) = struct.unpack_from("<I", data, 4)
+        return signature_parts(data, 8 + length)
 
     def index_keys(self) -> list[str]:
         """Keys under which a store indexes this fingerprint: the LSH band keys of the
@@ -503,8 +531,19 @@ def similarities(sig: Signature, others: Sequence[Signature]
     if any(o.seed != sig.seed for o in others) \
             or any(o.hashvalues.shape != sig.hashvalues.shape for o in others):
         raise ValueError("signatures made with different permutations cannot be compared")
-    matrix = np.stack([o.hashvalues for o in others])
-    sizes = np.array([o.size for o in others], dtype=np.float64)
+    return similarity_scores(sig, np.stack([o.hashvalues for o in others]),
+                             np.array([o.size for o in others], dtype=np.float64))
+
+
+def similarity_scores(sig: Signature, matrix: np.ndarray[Any, np.dtype[Any]],
+                      sizes: np.ndarray[Any, np.dtype[Any]]
+                      ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """:func:`similarities` of ``sig`` and signatures given as a ``(n, num_perm)`` matrix of
+    hash values (same seed) and their ``n`` set sizes: a store's candidates decoded at once,
+    without a :class:`Signature` each."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if not len(sizes):
+        return np.zeros(0)
     jaccard = np.count_nonzero(matrix == sig.hashvalues, axis=1) / sig.num_perm
     jaccard[(sizes == 0) | (sig.size == 0)] = 0.0
     shared = jaccard * (sig.size + sizes) / (1.0 + jaccard)
@@ -727,5 +766,6 @@ __all__ = [
     "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
     "is_same_matter", "key_hash", "matter_relation", "places_conflict", "same_matter_reason",
-    "signature", "signature_similarity", "similar", "similarities", "threshold_reason",
+    "signature", "signature_parts", "signature_similarity", "similar", "similarities",
+    "similarity_scores", "threshold_reason",
 ]

@@ -4,9 +4,11 @@ Telegram Bot API emulator."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from forwarder.db import Database, open_database
 from tests.emulators.telegram import TelegramEmulator
 from tests.integration.support import BrokerProcess, PgDatabase, kafka_env_for, running_broker
 
@@ -27,6 +29,26 @@ async def pg() -> AsyncIterator[PgDatabase]:
     await database.create()
     yield database
     await database.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty store: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/lapor.db"
+        return
+    database = PgDatabase()
+    await database.create()
+    yield database.url
+    await database.drop()
+
+
+@pytest.fixture
+async def db(store_url: str) -> AsyncIterator[Database]:
+    """That store opened and migrated, on both backends (a module may override ``db``)."""
+    database = await open_database(store_url, pool_size=4)
+    yield database
+    await database.close()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from gateway.status import StatusService
 from normalizer.raw import RawMessage, Sender
 from normalizer.routing import Router
 from normalizer.schema import Complaint
-from tests.integration.support import PgDatabase
 
 DAY = 86400.0
 ROUTER = Router.from_files()
@@ -66,17 +65,6 @@ async def stored(db: Database, complaint_id: str) -> Complaint:
     row = await db.fetchrow("SELECT payload FROM outbox WHERE id = $1", complaint_id)
     assert row is not None
     return Complaint.from_json(row[0])
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/lapor.db"
-        return
-    database = PgDatabase()
-    await database.create()
-    yield database.url
-    await database.drop()
 
 
 async def test_near_duplicates_are_labelled_and_kept(store_url: str, tmp_path: Path) -> None:

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import forwarder.outbox as outbox_module
-from forwarder.db import Database, open_database
+from forwarder.db import Database
 from forwarder.outbox import Outbox
 from forwarder.store import CentralStore
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage
 from normalizer.schema import Complaint
-from tests.integration.support import PgDatabase
 
 
 def _complaint(native_id: str, text: str = "Jalan rusak parah di depan pasar.") -> Complaint:
@@ -28,21 +25,6 @@ def _complaint(native_id: str, text: str = "Jalan rusak parah di depan pasar.") 
     cid = complaint_id(raw.channel, raw.account, raw.native_id)
     return normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
                      gateway_version="test", raw_ref=None)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite:///{tmp_path}/lapor.db")
-        yield database
-        await database.close()
-        return
-    pg = PgDatabase()
-    await pg.create()
-    database = await open_database(pg.url, pool_size=4)
-    yield database
-    await database.close()
-    await pg.drop()
 
 
 async def test_migrations_apply_once(db: Database) -> None:

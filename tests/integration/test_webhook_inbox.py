@@ -17,22 +17,7 @@ from forwarder.db import Database, open_database
 from forwarder.inbox import Inbox
 from forwarder.outbox import now_us
 from tests.emulators.graph import EmulatedGraph, encode, wa_change, wa_message, wa_payload
-from tests.integration.support import GatewayProcess, PgDatabase, wait_for
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite:///{tmp_path}/lapor.db")
-        yield database
-        await database.close()
-        return
-    pg = PgDatabase()
-    await pg.create()
-    database = await open_database(pg.url, pool_size=4)
-    yield database
-    await database.close()
-    await pg.drop()
+from tests.integration.support import GatewayProcess, wait_for
 
 
 async def test_bodies_are_leased_oldest_first_once_each_and_forgotten_when_done(

@@ -26,9 +26,11 @@ from normalizer.similarity import (
     index_hashes,
     key_hash,
     signature,
+    signature_of_words,
     signature_similarity,
     similar,
     similarities,
+    similarity_scores,
 )
 
 LAMP = ("Lampu penerangan jalan di Jl. Pahlawan Samarinda sudah mati seminggu, malam sangat "
@@ -166,3 +168,31 @@ def test_apply_sets_the_cluster_and_keeps_other_decisions(router: Router) -> Non
                                         DECISION_KEY: verdict.rule}
     assert apply(complaint, decide(fp, [])) is complaint
     Complaint.from_json(labelled.to_json())  # still a valid v1 complaint
+
+
+def test_signatures_equal_datasketch_with_permutations_drawn_anew() -> None:
+    """The permutations are made once and shared; every signature must still be the one a
+    fresh ``MinHash`` of the same seed gives (stored signatures must keep their meaning)."""
+    from datasketch import MinHash  # type: ignore[import-untyped,unused-ignore]
+
+    for words in (["lampu", "jalan", "mati"], ["air", "pdam", "keruh", "batu", "ampar"], []):
+        fresh = MinHash(num_perm=128, seed=1708)
+        fresh.update_batch([w.encode() for w in sorted(words)])
+        assert signature_of_words(words).hashvalues.tolist() == \
+            np.asarray(fresh.hashvalues).astype(np.uint32).tolist()
+    first, second = signature_of_words(["a", "b"]), signature_of_words(["c"])
+    assert signature_of_words(["a", "b"]) == first and first != second  # copies do not leak
+
+
+def test_candidates_are_screened_as_one_matrix(router: Router) -> None:
+    fps = [fingerprint(t, router) for t in (LAMP, LAMP_SMS, LAMP_OTHER_STREET, POTHOLE)]
+    matrix = np.stack([f.signature.hashvalues for f in fps])
+    sizes = np.array([f.signature.size for f in fps])
+    assert similarity_scores(fps[1].signature, matrix, sizes).tolist() == \
+        similarities(fps[1].signature, [f.signature for f in fps]).tolist()
+    entry = StoredFingerprint.of("a" * 32, "a" * 32, fps[0])
+    seed, size, body = entry.signature_parts()
+    assert (seed, size) == (fps[0].signature.seed, fps[0].signature.size)
+    assert np.frombuffer(body, dtype="<u4").tolist() == fps[0].signature.hashvalues.tolist()
+    with pytest.raises(ValueError):
+        StoredFingerprint("b" * 32, "b" * 32, b"LGF1\x00\x00\x00\x00LGS1").signature_parts()
