@@ -59,10 +59,12 @@ class Database(Executor):
     async def close(self) -> None:
         """Close every connection."""
 
-    async def sibling(self) -> Database:
-        """Another handle on the same store for a writer that must not queue behind this
-        one's transactions (SQLite: its own connection; PostgreSQL: this pool). Close it
-        with :meth:`close` when it is not ``self``."""
+    async def sibling(self, name: str) -> Database:
+        """A store for a writer that must never wait on this one's transactions. SQLite: the
+        file ``<stem>-<name>.db`` beside this one, migrated the same way (a file has one write
+        lock; a second connection to the same file would wait on it, in SQLite's busy handler,
+        for as long as a transaction here lasts). PostgreSQL: this pool (rows lock, not the
+        database). Close it with :meth:`close` when it is not ``self``."""
         return self
 
     async def migrate(self) -> list[str]:
@@ -168,8 +170,15 @@ class SqliteDatabase(Database):
             await conn.close()
             raise
 
-    async def sibling(self) -> Database:
-        return await SqliteDatabase.open(self._path, reader=False)
+    async def sibling(self, name: str) -> Database:
+        db = await SqliteDatabase.open(self._path.with_name(f"{self._path.stem}-{name}.db"),
+                                       reader=False)
+        try:
+            await db.migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return db
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self._lock:

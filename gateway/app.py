@@ -269,9 +269,9 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
 async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     db = app[DATABASE]
-    # The inbox has its own writer: a burst of webhooks is kept without queueing behind the
-    # intake's and the forwarder's transactions.
-    inbox_db = await db.sibling()
+    # The inbox has its own writer (on SQLite its own file): a burst of webhooks is kept
+    # without waiting on the intake's and the forwarder's transactions.
+    inbox_db = await db.sibling("inbox")
     try:
         async with Outbox(db) as outbox, Inbox(
                 inbox_db, max_pending=settings.gateway.outbox_max_pending,

@@ -208,7 +208,7 @@ async def test_bodies_kept_by_a_killed_gateway_become_complaints_after_restart(
         await gateway.start()  # creates the store
         gateway.kill9()
         database = tmp_path / "gw" / "lapor.db"
-        conn = sqlite3.connect(database)
+        conn = sqlite3.connect(tmp_path / "gw" / "lapor-inbox.db")  # the inbox's own file
         try:
             for n in range(5):
                 sender = f"62812000000{n}"

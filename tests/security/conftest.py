@@ -57,8 +57,9 @@ class Gateway:
     def port(self) -> int:
         return int(self.client.port or 0)
 
-    async def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        db = await open_database(f"sqlite:///{self.data_dir / 'lapor.db'}", pool_size=2)
+    async def rows(self, sql: str, *args: Any, file: str = "lapor.db"
+                   ) -> list[tuple[Any, ...]]:
+        db = await open_database(f"sqlite:///{self.data_dir / file}", pool_size=2)
         try:
             return await db.fetch(sql, *args)
         finally:
@@ -68,7 +69,8 @@ class Gateway:
         """Wait until every webhook body the gateway kept has been handled (the WhatsApp and
         Meta webhooks answer once the body is kept, and parse it in the background)."""
         async def empty() -> bool:
-            return (await self.rows("SELECT count(*) FROM webhook_inbox"))[0][0] == 0
+            rows = await self.rows("SELECT count(*) FROM webhook_inbox", file="lapor-inbox.db")
+            return rows[0][0] == 0
 
         await wait_for(empty, within=within, what="the webhook inbox to be handled")
 
