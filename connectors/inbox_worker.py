@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 #: Bodies leased per round.
 BATCH = 128
-#: Bodies handled at once. Each costs a few milliseconds of CPU on the event loop; the
-#: handlers ready at once run back to back, so more than a few would make every request
-#: arriving meanwhile wait behind them (the webhook's tail latency).
-CONCURRENCY = 4
+#: Bodies handled at once: more overlap their store round trips (and fill the outbox's group
+#: commits), but each costs about a millisecond of CPU on the event loop and the handlers
+#: ready at once run back to back, so requests arriving meanwhile wait behind them.
+CONCURRENCY = 8
 #: How long a lease lasts: a body held by a killed process is handled again after this.
 LEASE_S = 30.0
 #: How often an idle worker looks for bodies another instance kept.
