@@ -141,7 +141,7 @@ def _measure(args: argparse.Namespace, tree: Path) -> list[list[object]]:
                                 args=["--uvloop"] if args.uvloop else [], tree=tree)
         store = Store(store_url)
         try:
-            return _run(args, gateway.url, data_dir, store)
+            return _run(args, gateway.url, data_dir, store, gateway.pid)
         finally:
             gateway.stop()
             if pg_admin:
@@ -149,8 +149,14 @@ def _measure(args: argparse.Namespace, tree: Path) -> list[list[object]]:
                                       f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _run(args: argparse.Namespace, url: str, data_dir: Path,
-         store: Store) -> list[list[object]]:
+         store: Store, gateway_pid: int) -> list[list[object]]:
     webhook = url + "/webhooks/whatsapp"
     concurrency = 256
     # Warm up: the sink's consumer group has joined and the first records went through.
@@ -185,6 +191,7 @@ def _run(args: argparse.Namespace, url: str, data_dir: Path,
     finally:
         os.kill(broker_pid, signal.SIGCONT)
     resumed, resumed_us = time.monotonic(), time.time_ns() // 1000
+    cpu = {gateway_pid: _cpu_s(gateway_pid), broker_pid: _cpu_s(broker_pid)}
     backlog = outage.ok + prefilled
     marks = {0.1: 0.0, 0.9: 0.0}
     done: float | None = None
@@ -198,6 +205,8 @@ def _run(args: argparse.Namespace, url: str, data_dir: Path,
             done = now
             break
         time.sleep(0.05)
+    # CPU per complaint drained: what the machine's other load does not change much.
+    per_k = {pid: (_cpu_s(pid) - used) / backlog * 1000 for pid, used in cpu.items()}
     # Which end limited the drain: the publisher (outbox -> Kafka) or the sink (-> store)?
     published = store.query("SELECT MAX(published_us) FROM outbox")[0][0]
     published_s = (int(published) - resumed_us) / 1e6  # type: ignore[call-overload]
@@ -208,6 +217,8 @@ def _run(args: argparse.Namespace, url: str, data_dir: Path,
         ["backlog: prefilled + accepted in outage", backlog, "", ""],
         ["drain: resume -> all published (s)", published_s, "", ""],
         ["drain: resume -> all stored (s)", done if done is not None else "not in 600 s", "", ""],
+        ["drain: gateway CPU per 1,000 (s)", per_k[gateway_pid], "", ""],
+        ["drain: broker CPU per 1,000 (s)", per_k[broker_pid], "", ""],
         ["drain rate, overall (complaints/s)", overall, f">= {GOAL_DRAIN:,.0f}",
          "met" if overall >= GOAL_DRAIN else "MISSED"],
         ["drain rate, 10%-90% (complaints/s)", steady, f">= {GOAL_DRAIN:,.0f}",

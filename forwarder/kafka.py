@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -62,16 +63,26 @@ def cloudevent_headers(ce_type: str, source: str, ce_id: str | None = None,
                        time: bytes | None = None, **extra: str) -> list[tuple[str, bytes]]:
     """CloudEvents Kafka binary-mode headers (``ce_*``) for one record; ``time`` from
     :func:`ce_time` (default: now)."""
+    specversion, source_header, type_header, content_type = _constant_headers(ce_type, source)
     headers = [
-        ("ce_specversion", CE_SPECVERSION),
-        ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", ce_type.encode()),
+        specversion,
+        ("ce_id", ce_id.encode() if ce_id else os.urandom(16).hex().encode()),
+        source_header,
+        type_header,
         ("ce_time", time or ce_time()),
-        ("content-type", b"application/json"),
+        content_type,
     ]
-    headers.extend((f"ce_{key}", value.encode()) for key, value in extra.items())
+    for key, value in extra.items():
+        headers.append((f"ce_{key}", value.encode()))
     return headers
+
+
+@lru_cache(maxsize=64)
+def _constant_headers(ce_type: str, source: str) -> tuple[tuple[str, bytes], ...]:
+    """The headers every record of one type from one source shares (built once: the
+    publisher and the sink make one set per record)."""
+    return (("ce_specversion", CE_SPECVERSION), ("ce_source", source.encode()),
+            ("ce_type", ce_type.encode()), ("content-type", b"application/json"))
 
 
 def header(headers: Any, name: str) -> str | None:
