@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -30,6 +30,7 @@ from normalizer.revisions import apply_edit, revision
 from normalizer.schema import Complaint
 
 MAX_GROUP = 256  # complaints per group commit: bounded so one transaction stays short
+MARK_CHUNK = 5000  # entries per publish-mark statement (below both drivers' parameter limits)
 CODE_ATTEMPTS = 8  # tracking-code collisions to resolve before giving up (50-bit codes)
 
 
@@ -292,10 +293,24 @@ class Outbox:
             # next round's SELECT reports as a duplicate): derive the next code.
         raise StoreError(f"could not allot a unique tracking code to {complaint.id}")
 
-    async def claim_due(self, limit: int, lease_s: float) -> list[DueEntry]:
-        """Claim up to ``limit`` pending entries that are due, leasing them for ``lease_s``."""
+    async def claim_due(self, limit: int, lease_s: float,
+                        published: Sequence[str] = ()) -> list[DueEntry]:
+        """Claim up to ``limit`` pending entries that are due, leasing them for ``lease_s``.
+
+        ``published``: entries Kafka accepted since the last claim, recorded as by
+        :meth:`mark_published` in the same transaction (one commit, one trip through the
+        shared connection, instead of two per batch).
+        """
+        if not published:
+            return await self._claim(self._db, limit, lease_s)
+        async with self._db.transaction() as tx:
+            await self._mark_published(tx, published)
+            return await self._claim(tx, limit, lease_s)
+
+    @staticmethod
+    async def _claim(db: Executor, limit: int, lease_s: float) -> list[DueEntry]:
         now = now_us()
-        rows = await self._db.fetch(
+        rows = await db.fetch(
             "UPDATE outbox SET next_attempt_us = $1, attempts = attempts + 1"
             " WHERE state = 'pending' AND next_attempt_us <= $2 AND id IN ("
             "  SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
@@ -307,14 +322,19 @@ class Outbox:
         )
         return [DueEntry(r[0], r[1].encode(), r[2]) for r in rows]
 
-    async def mark_published(self, ids: list[str]) -> None:
+    async def mark_published(self, ids: Sequence[str]) -> None:
         """Record that Kafka accepted these entries (the lease keeps running)."""
-        if ids:
-            await self._db.execute(
+        await self._mark_published(self._db, ids)
+
+    @staticmethod
+    async def _mark_published(db: Executor, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), MARK_CHUNK):
+            part = ids[start:start + MARK_CHUNK]
+            await db.execute(
                 f"UPDATE outbox SET published_us = $1, last_error = NULL WHERE id IN "
-                f"({_placeholders(len(ids), 2)})",
+                f"({_placeholders(len(part), 2)})",
                 now_us(),
-                *ids,
+                *part,
             )
 
     async def mark_failed(self, ids: list[str], error: str, retry_in_s: float) -> None:

@@ -36,6 +36,7 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._pending_tasks: set[asyncio.Task[None]] = set()
+        self._unmarked: list[str] = []  # accepted by Kafka, recorded with the next claim
         self.published = 0
         self.failed_rounds = 0
         self.last_error: str | None = None
@@ -91,6 +92,8 @@ class Publisher:
                     await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
                 except TimeoutError:
                     pass
+            if self._unmarked:
+                await self._flush_marks()
         finally:
             for task in rounds:  # stop() gave up waiting: the leases bring them back
                 task.cancel()
@@ -146,8 +149,22 @@ class Publisher:
         return published
 
     async def _claim(self) -> list[DueEntry]:
-        return await self._outbox.claim_due(self._settings.publish_batch,
-                                            self._settings.receipt_timeout_s)
+        marks, self._unmarked = self._unmarked, []
+        try:
+            return await self._outbox.claim_due(self._settings.publish_batch,
+                                                self._settings.receipt_timeout_s, marks)
+        except BaseException:
+            self._unmarked = marks + self._unmarked  # recorded with a later claim
+            raise
+
+    async def _flush_marks(self) -> None:
+        """Record what Kafka accepted that no claim has recorded yet (when stopping)."""
+        marks, self._unmarked = self._unmarked, []
+        try:
+            await self._outbox.mark_published(marks)
+        except LaporError as exc:  # informational only: the receipts decide delivery
+            log.warning("publisher: could not record %d published entries: %s",
+                        len(marks), exc)
 
     async def _publish(self, entries: list[DueEntry]) -> int:
         """Send claimed entries and record the outcome: how many Kafka accepted, -1 when none
@@ -172,7 +189,7 @@ class Publisher:
         results = await self._producer.send_many(self._topics.complaints, records)
         ok = [e.complaint_id for e, r in zip(entries, results, strict=True) if r is None]
         failed = [e.complaint_id for e, r in zip(entries, results, strict=True) if r is not None]
-        await self._outbox.mark_published(ok)
+        self._unmarked.extend(ok)  # recorded with the next claim, in its transaction
         self.published += len(ok)
         if failed:
             self.failed_rounds += 1

@@ -128,13 +128,15 @@ class CentralStore:
                  c.location.region_code if c.location else None, c.confidential,
                  c.reporter.anonymous, c.to_json().decode(), *self._receipt_due(c.received_at))
                 for c in complaints]
+        inserted: set[str] = set()
         async with self._db.transaction() as tx:
             # Multi-row statements, not one per complaint: on SQLite each statement is a round
             # trip to the connection's thread. Chunked below both drivers' parameter limits.
             for chunk in range(0, len(rows), INSERT_CHUNK):
                 part = rows[chunk:chunk + INSERT_CHUNK]
-                await tx.execute(_insert_sql(len(part), len(part[0])),
-                                 *(value for row in part for value in row))
+                inserted.update(row[0] for row in await tx.fetch(
+                    _insert_sql(len(part), len(part[0])),
+                    *(value for row in part for value in row)))
             for c in complaints:
                 if c.revisions:  # an edited text replaces an older one, never the reverse
                     await tx.execute(
@@ -143,8 +145,16 @@ class CentralStore:
                         c.to_json().decode(), revision(c), c.classification.value, c.agency,
                         c.id, c.tracking_code,
                     )
-            found = await tx.fetch(_found_sql(len(rows)), *(row[0] for row in rows))
-        return {row[0]: Stored(row[0], row[1], row[2], str(row[3])) for row in found}
+            # What this INSERT wrote is known; read back only what was there before (a
+            # replay, an edit, a colliding tracking code): a drain reads nothing back.
+            stored = {row[0]: Stored(row[0], row[1], Status.RECEIVED.value, row[12]) for row in rows
+                      if row[0] in inserted}
+            others = [c.id for c in complaints if c.id not in inserted or c.revisions]
+            for chunk in range(0, len(others), INSERT_CHUNK):
+                ids = others[chunk:chunk + INSERT_CHUNK]
+                for row in await tx.fetch(_found_sql(len(ids)), *ids):
+                    stored[row[0]] = Stored(row[0], row[1], row[2], str(row[3]))
+        return stored
 
     async def find(self, code: str) -> Stored | None:
         """The stored complaint with this tracking code, if any."""
@@ -304,7 +314,7 @@ def _insert_sql(count: int, width: int) -> str:
     return ("INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
             " received_at, stored_us, classification, agency, region_code,"
             " confidential, anonymous, payload, verify_due, settle_due)"
-            f" VALUES {values} ON CONFLICT DO NOTHING")
+            f" VALUES {values} ON CONFLICT DO NOTHING RETURNING id")
 
 
 @lru_cache(maxsize=64)
