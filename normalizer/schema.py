@@ -38,14 +38,19 @@ class AttachmentState(StrEnum):
 #: a citizen's words, and NUL is refused by PostgreSQL text and jsonb.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-#: Anything in JSON text that may decode to one of :data:`CONTROL_CHARACTERS`: the raw
-#: character (DEL needs no escape) or an escape (``\b``, ``\f``, ``\u0000``-``\u001f``,
-#: ``\u007f``). Over-inclusive (``\u0009``, an escaped backslash before ``b``): a false match
-#: only costs the slow path.
-_JSON_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\\[bf]|\\u00[01][0-9a-fA-F]"
-                            rb"|\\u007[fF]")
-#: Validation context for JSON text that :data:`_JSON_CONTROLS` found clean: nothing to strip.
+#: What in JSON text may decode to one of :data:`CONTROL_CHARACTERS`: the raw character (DEL
+#: needs no escape) or an escape (``\b``, ``\f``, ``\u0000``-``\u001f``, ``\u007f``).
+#: Over-inclusive (``\u0009``, an escaped backslash before ``b``): a false match only costs the
+#: slow path. Two patterns, since one with both alternatives scans three times slower.
+_JSON_RAW_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_JSON_ESCAPED_CONTROLS = re.compile(rb"\\(?:[bf]|u00[01][0-9a-fA-F]|u007[fF])")
+#: Validation context for JSON text found clean (:func:`_may_hold_controls`): nothing to strip.
 _NO_CONTROLS = {"lapor_no_controls": True}
+
+
+def _may_hold_controls(raw: bytes) -> bool:
+    return _JSON_RAW_CONTROLS.search(raw) is not None or (
+        b"\\" in raw and _JSON_ESCAPED_CONTROLS.search(raw) is not None)
 
 
 def _without_controls(value: Any) -> Any:
@@ -173,7 +178,7 @@ class Complaint(_Model):
         replaces the walk over every string when it holds none (the sink's hot path: what
         the gateway published was stripped at intake)."""
         raw = data.encode() if isinstance(data, str) else data
-        if _JSON_CONTROLS.search(raw) is None:
+        if not _may_hold_controls(raw):
             return cls.model_validate_json(raw, context=_NO_CONTROLS)
         return cls.model_validate_json(raw)
 
