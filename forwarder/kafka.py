@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from config.settings import KafkaSettings
 from errors import BrokerError, BrokerUnavailable
@@ -158,6 +159,7 @@ class Producer:
             request_timeout_ms=self._settings.request_timeout_ms,
             linger_ms=2,
             max_batch_size=1024 * 1024,
+            partitioner=_KeyHashCache(),
         )
         try:
             await producer.start()
@@ -225,6 +227,28 @@ class Producer:
 
 
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+KEY_HASH_CACHE = 65536  # complaint ids whose partition hash is kept
+
+
+class _KeyHashCache:
+    """aiokafka's default partitioner (the Java client's murmur2, so keys land where any
+    Kafka client puts them) with the hash of recent keys kept: murmur2 is pure Python, and a
+    complaint's key is hashed again for its receipt soon after it was published."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int],
+                 available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= KEY_HASH_CACHE:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
 
 
 async def send_acked(producer: Producer, topic: str, records: list[Record]) -> None:
