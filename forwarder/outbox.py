@@ -301,25 +301,17 @@ class Outbox:
         :meth:`mark_published` in the same transaction (one commit, one trip through the
         shared connection, instead of two per batch).
         """
+        claim = _CLAIM_POSTGRESQL if self._db.dialect == "postgresql" else _CLAIM_SQLITE
         if not published:
-            return await self._claim(self._db, limit, lease_s)
+            return await self._claim(self._db, claim, limit, lease_s)
         async with self._db.transaction() as tx:
             await self._mark_published(tx, published)
-            return await self._claim(tx, limit, lease_s)
+            return await self._claim(tx, claim, limit, lease_s)
 
     @staticmethod
-    async def _claim(db: Executor, limit: int, lease_s: float) -> list[DueEntry]:
+    async def _claim(db: Executor, claim: str, limit: int, lease_s: float) -> list[DueEntry]:
         now = now_us()
-        rows = await db.fetch(
-            "UPDATE outbox SET next_attempt_us = $1, attempts = attempts + 1"
-            " WHERE state = 'pending' AND next_attempt_us <= $2 AND id IN ("
-            "  SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
-            "  ORDER BY next_attempt_us LIMIT $3)"
-            " RETURNING id, payload, attempts",
-            now + int(lease_s * 1_000_000),
-            now,
-            limit,
-        )
+        rows = await db.fetch(claim, now + int(lease_s * 1_000_000), now, limit)
         return [DueEntry(r[0], r[1].encode(), r[2]) for r in rows]
 
     async def mark_published(self, ids: Sequence[str]) -> None:
@@ -549,6 +541,25 @@ def _dead_letter_json(row: tuple[object, ...]) -> dict[str, object]:
     keys = ("id", "channel", "account", "reason", "content_type", "created_us", "replayed_us",
             "size", "source", "replay_result", "replay_count")
     return dict(zip(keys, row[:len(keys)], strict=True))
+
+
+#: Claim the oldest due entries: ``$1`` the lease's end, ``$2`` now, ``$3`` how many. SQLite has
+#: one writer, so the statement is atomic as it is.
+_CLAIM_SQLITE = (
+    "UPDATE outbox SET next_attempt_us = $1, attempts = attempts + 1"
+    " WHERE state = 'pending' AND next_attempt_us <= $2 AND id IN ("
+    "  SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
+    "  ORDER BY next_attempt_us LIMIT $3)"
+    " RETURNING id, payload, attempts")
+#: On PostgreSQL the due rows are picked (and locked; rows another transaction holds are
+#: skipped) once and joined by primary key: the form above made the outer UPDATE scan every
+#: due row again, about 2.5 s per claim with a backlog of 30,000 (the drain's bottleneck).
+_CLAIM_POSTGRESQL = (
+    "UPDATE outbox o SET next_attempt_us = $1, attempts = o.attempts + 1"
+    " FROM (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
+    "  ORDER BY next_attempt_us LIMIT $3 FOR UPDATE SKIP LOCKED) due"
+    " WHERE o.id = due.id"
+    " RETURNING o.id, o.payload, o.attempts")
 
 
 class _NeedsOneByOne(Exception):
