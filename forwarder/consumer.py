@@ -29,15 +29,17 @@ from errors import LaporError
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500  # how long one getmany waits; bounds how fast stop() is noticed
-MAX_RECORDS = 500  # records per batch handed to handle()
+MAX_RECORDS = 500  # records per batch handed to handle() (default)
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # successive waits before rebuilding
 
 
 class ConsumerLoop(ABC):
     """One consumer group member running ``handle`` over batches until stopped."""
 
-    def __init__(self, *, bootstrap: str, topic: str, group: str, name: str) -> None:
+    def __init__(self, *, bootstrap: str, topic: str, group: str, name: str,
+                 max_records: int = MAX_RECORDS) -> None:
         self._bootstrap = bootstrap
+        self._max_records = max_records
         self._topic = topic
         self._group = group
         self.name = name
@@ -83,7 +85,7 @@ class ConsumerLoop(ABC):
                 group_id=self._group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                max_poll_records=MAX_RECORDS,
+                max_poll_records=self._max_records,
             )
             self._restart.clear()
             try:
@@ -109,7 +111,7 @@ class ConsumerLoop(ABC):
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while not self._stopping.is_set() and not self._restart.is_set():
             batches: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS
+                timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_records
             )
             records = [record for batch in batches.values() for record in batch]
             if not records:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from config.settings import KafkaSettings
 from errors import BrokerError, BrokerUnavailable
@@ -62,16 +64,26 @@ def cloudevent_headers(ce_type: str, source: str, ce_id: str | None = None,
                        time: bytes | None = None, **extra: str) -> list[tuple[str, bytes]]:
     """CloudEvents Kafka binary-mode headers (``ce_*``) for one record; ``time`` from
     :func:`ce_time` (default: now)."""
+    specversion, source_header, type_header, content_type = _constant_headers(ce_type, source)
     headers = [
-        ("ce_specversion", CE_SPECVERSION),
-        ("ce_id", (ce_id or uuid.uuid4().hex).encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", ce_type.encode()),
+        specversion,
+        ("ce_id", ce_id.encode() if ce_id else os.urandom(16).hex().encode()),
+        source_header,
+        type_header,
         ("ce_time", time or ce_time()),
-        ("content-type", b"application/json"),
+        content_type,
     ]
-    headers.extend((f"ce_{key}", value.encode()) for key, value in extra.items())
+    for key, value in extra.items():
+        headers.append((f"ce_{key}", value.encode()))
     return headers
+
+
+@lru_cache(maxsize=64)
+def _constant_headers(ce_type: str, source: str) -> tuple[tuple[str, bytes], ...]:
+    """The headers every record of one type from one source shares (built once: the
+    publisher and the sink make one set per record)."""
+    return (("ce_specversion", CE_SPECVERSION), ("ce_source", source.encode()),
+            ("ce_type", ce_type.encode()), ("content-type", b"application/json"))
 
 
 def header(headers: Any, name: str) -> str | None:
@@ -147,6 +159,7 @@ class Producer:
             request_timeout_ms=self._settings.request_timeout_ms,
             linger_ms=2,
             max_batch_size=1024 * 1024,
+            partitioner=_KeyHashCache(),
         )
         try:
             await producer.start()
@@ -214,6 +227,28 @@ class Producer:
 
 
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+KEY_HASH_CACHE = 65536  # complaint ids whose partition hash is kept
+
+
+class _KeyHashCache:
+    """aiokafka's default partitioner (the Java client's murmur2, so keys land where any
+    Kafka client puts them) with the hash of recent keys kept: murmur2 is pure Python, and a
+    complaint's key is hashed again for its receipt soon after it was published."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int],
+                 available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= KEY_HASH_CACHE:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
 
 
 async def send_acked(producer: Producer, topic: str, records: list[Record]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -31,6 +31,7 @@ from normalizer.revisions import apply_edit, revision
 from normalizer.schema import Complaint
 
 MAX_GROUP = 256  # complaints per group commit: bounded so one transaction stays short
+MARK_CHUNK = 5000  # entries per publish-mark statement (below both drivers' parameter limits)
 CODE_ATTEMPTS = 8  # tracking-code collisions to resolve before giving up (50-bit codes)
 
 
@@ -301,29 +302,40 @@ class Outbox:
             # next round's SELECT reports as a duplicate): derive the next code.
         raise StoreError(f"could not allot a unique tracking code to {complaint.id}")
 
-    async def claim_due(self, limit: int, lease_s: float) -> list[DueEntry]:
-        """Claim up to ``limit`` pending entries that are due, leasing them for ``lease_s``."""
+    async def claim_due(self, limit: int, lease_s: float,
+                        published: Sequence[str] = ()) -> list[DueEntry]:
+        """Claim up to ``limit`` pending entries that are due, leasing them for ``lease_s``.
+
+        ``published``: entries Kafka accepted since the last claim, recorded as by
+        :meth:`mark_published` in the same transaction (one commit, one trip through the
+        shared connection, instead of two per batch).
+        """
+        claim = _CLAIM_POSTGRESQL if self._db.dialect == "postgresql" else _CLAIM_SQLITE
+        if not published:
+            return await self._claim(self._db, claim, limit, lease_s)
+        async with self._db.transaction() as tx:
+            await self._mark_published(tx, published)
+            return await self._claim(tx, claim, limit, lease_s)
+
+    @staticmethod
+    async def _claim(db: Executor, claim: str, limit: int, lease_s: float) -> list[DueEntry]:
         now = now_us()
-        rows = await self._db.fetch(
-            "UPDATE outbox SET next_attempt_us = $1, attempts = attempts + 1"
-            " WHERE state = 'pending' AND next_attempt_us <= $2 AND id IN ("
-            "  SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
-            "  ORDER BY next_attempt_us LIMIT $3)"
-            " RETURNING id, payload, attempts",
-            now + int(lease_s * 1_000_000),
-            now,
-            limit,
-        )
+        rows = await db.fetch(claim, now + int(lease_s * 1_000_000), now, limit)
         return [DueEntry(r[0], r[1].encode(), r[2]) for r in rows]
 
-    async def mark_published(self, ids: list[str]) -> None:
+    async def mark_published(self, ids: Sequence[str]) -> None:
         """Record that Kafka accepted these entries (the lease keeps running)."""
-        if ids:
-            await self._db.execute(
+        await self._mark_published(self._db, ids)
+
+    @staticmethod
+    async def _mark_published(db: Executor, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), MARK_CHUNK):
+            part = ids[start:start + MARK_CHUNK]
+            await db.execute(
                 f"UPDATE outbox SET published_us = $1, last_error = NULL WHERE id IN "
-                f"({_placeholders(len(ids), 2)})",
+                f"({_placeholders(len(part), 2)})",
                 now_us(),
-                *ids,
+                *part,
             )
 
     async def mark_failed(self, ids: list[str], error: str, retry_in_s: float) -> None:
@@ -538,6 +550,25 @@ def _dead_letter_json(row: tuple[object, ...]) -> dict[str, object]:
     keys = ("id", "channel", "account", "reason", "content_type", "created_us", "replayed_us",
             "size", "source", "replay_result", "replay_count")
     return dict(zip(keys, row[:len(keys)], strict=True))
+
+
+#: Claim the oldest due entries: ``$1`` the lease's end, ``$2`` now, ``$3`` how many. SQLite has
+#: one writer, so the statement is atomic as it is.
+_CLAIM_SQLITE = (
+    "UPDATE outbox SET next_attempt_us = $1, attempts = attempts + 1"
+    " WHERE state = 'pending' AND next_attempt_us <= $2 AND id IN ("
+    "  SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
+    "  ORDER BY next_attempt_us LIMIT $3)"
+    " RETURNING id, payload, attempts")
+#: On PostgreSQL the due rows are picked (and locked; rows another transaction holds are
+#: skipped) once and joined by primary key: the form above made the outer UPDATE scan every
+#: due row again, about 2.5 s per claim with a backlog of 30,000 (the drain's bottleneck).
+_CLAIM_POSTGRESQL = (
+    "UPDATE outbox o SET next_attempt_us = $1, attempts = o.attempts + 1"
+    " FROM (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_us <= $2"
+    "  ORDER BY next_attempt_us LIMIT $3 FOR UPDATE SKIP LOCKED) due"
+    " WHERE o.id = due.id"
+    " RETURNING o.id, o.payload, o.attempts")
 
 
 class _NeedsOneByOne(Exception):

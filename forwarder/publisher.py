@@ -13,13 +13,14 @@ import logging
 from config.settings import KafkaSettings
 from errors import LaporError
 from forwarder.kafka import CE_TYPE_COMPLAINT, Producer, Topics, ce_time, cloudevent_headers
-from forwarder.outbox import Outbox
+from forwarder.outbox import DueEntry, Outbox
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0  # longest sleep when nothing is due (other instances may add entries)
 FAILURE_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # retry delays after consecutive failed rounds
 RECONNECT_AFTER = 3  # failed rounds in a row before the producer is rebuilt
+MAX_ROUNDS_IN_FLIGHT = 3  # claimed batches waiting for Kafka's acks at once (backlog only)
 
 
 class Publisher:
@@ -35,6 +36,7 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._pending_tasks: set[asyncio.Task[None]] = set()
+        self._unmarked: list[str] = []  # accepted by Kafka, recorded with the next claim
         self.published = 0
         self.failed_rounds = 0
         self.last_error: str | None = None
@@ -72,25 +74,62 @@ class Publisher:
         self.wake()
 
     async def _run(self) -> None:
+        rounds: set[asyncio.Task[int]] = set()
+        try:
+            while not self._stopping.is_set():
+                published = await self._pipelined_rounds(rounds)
+                if self.failed_rounds >= RECONNECT_AFTER:
+                    await self._reconnect()  # no round in flight: nothing is cut off
+                if published > 0:
+                    continue
+                if published < 0:
+                    delay = _backoff(self.failed_rounds)
+                else:
+                    due = await self._safe_next_due()
+                    delay = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due)
+                self._outbox.new_entries.clear()
+                try:
+                    await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
+                except TimeoutError:
+                    pass
+            if self._unmarked:
+                await self._flush_marks()
+        finally:
+            for task in rounds:  # stop() gave up waiting: the leases bring them back
+                task.cancel()
+
+    async def _pipelined_rounds(self, rounds: set[asyncio.Task[int]]) -> int:
+        """Publish rounds until one claims less than a full batch; while full batches come
+        (a backlog), the next is claimed while earlier ones wait for Kafka's acks (the
+        producer fills its next request meanwhile), at most :data:`MAX_ROUNDS_IN_FLIGHT`.
+        Returns how many Kafka accepted, -1 when a round failed as a whole (once every round
+        has finished). ``rounds`` holds the rounds in flight (for the caller to cancel)."""
+        outcomes: list[int] = []
+        claim_failed = False
         while not self._stopping.is_set():
             try:
-                published = await self.publish_round()
+                entries = await self._claim()
             except LaporError as exc:  # store trouble: back off and try again
                 self.last_error = str(exc)
                 log.warning("publisher: round failed: %s", exc)
-                published = -1
-            if published > 0:
-                continue
-            if published < 0:
-                delay = _backoff(self.failed_rounds)
-            else:
-                due = await self._safe_next_due()
-                delay = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due)
-            self._outbox.new_entries.clear()
-            try:
-                await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
-            except TimeoutError:
-                pass
+                claim_failed = True
+                break
+            if not entries:
+                break
+            rounds.add(asyncio.create_task(self._publish(entries)))
+            if len(entries) < self._settings.publish_batch:
+                break
+            if len(rounds) >= MAX_ROUNDS_IN_FLIGHT:
+                await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
+            _collect(rounds, outcomes)
+            if any(outcome < 0 for outcome in outcomes):
+                break  # Kafka refuses: no more claims until every round is back
+        if rounds:
+            await asyncio.wait(rounds)
+            _collect(rounds, outcomes)
+        if claim_failed or any(outcome < 0 for outcome in outcomes):
+            return -1
+        return sum(outcomes)
 
     async def _safe_next_due(self) -> float | None:
         try:
@@ -101,10 +140,43 @@ class Publisher:
     async def publish_round(self) -> int:
         """Publish one batch of due entries. Returns how many Kafka accepted, -1 when the round
         failed as a whole."""
-        entries = await self._outbox.claim_due(self._settings.publish_batch,
-                                               self._settings.receipt_timeout_s)
+        entries = await self._claim()
         if not entries:
             return 0
+        published = await self._publish(entries)
+        if published < 0 and self.failed_rounds >= RECONNECT_AFTER:
+            await self._reconnect()
+        return published
+
+    async def _claim(self) -> list[DueEntry]:
+        marks, self._unmarked = self._unmarked, []
+        try:
+            return await self._outbox.claim_due(self._settings.publish_batch,
+                                                self._settings.receipt_timeout_s, marks)
+        except BaseException:
+            self._unmarked = marks + self._unmarked  # recorded with a later claim
+            raise
+
+    async def _flush_marks(self) -> None:
+        """Record what Kafka accepted that no claim has recorded yet (when stopping)."""
+        marks, self._unmarked = self._unmarked, []
+        try:
+            await self._outbox.mark_published(marks)
+        except LaporError as exc:  # informational only: the receipts decide delivery
+            log.warning("publisher: could not record %d published entries: %s",
+                        len(marks), exc)
+
+    async def _publish(self, entries: list[DueEntry]) -> int:
+        """Send claimed entries and record the outcome: how many Kafka accepted, -1 when none
+        was. Store trouble while recording counts as a failed round (the leases republish)."""
+        try:
+            return await self._send(entries)
+        except LaporError as exc:
+            self.last_error = str(exc)
+            log.warning("publisher: round failed: %s", exc)
+            return -1
+
+    async def _send(self, entries: list[DueEntry]) -> int:
         if not self._producer.started:
             await self._reconnect()
         now = ce_time()
@@ -117,7 +189,7 @@ class Publisher:
         results = await self._producer.send_many(self._topics.complaints, records)
         ok = [e.complaint_id for e, r in zip(entries, results, strict=True) if r is None]
         failed = [e.complaint_id for e, r in zip(entries, results, strict=True) if r is not None]
-        await self._outbox.mark_published(ok)
+        self._unmarked.extend(ok)  # recorded with the next claim, in its transaction
         self.published += len(ok)
         if failed:
             self.failed_rounds += 1
@@ -127,8 +199,6 @@ class Publisher:
             await self._outbox.mark_failed(failed, str(error), delay)
             log.warning("publisher: %d of %d entries not accepted by Kafka (%s); retry in %.1fs",
                         len(failed), len(entries), error, delay)
-            if self.failed_rounds >= RECONNECT_AFTER:
-                await self._reconnect()
             return len(ok) if ok else -1
         self.failed_rounds = 0
         return len(ok)
@@ -140,6 +210,13 @@ class Publisher:
         except LaporError as exc:
             self.last_error = str(exc)
             log.warning("publisher: producer reconnect failed: %s", exc)
+
+
+def _collect(rounds: set[asyncio.Task[int]], outcomes: list[int]) -> None:
+    """Move the outcomes of finished rounds from ``rounds`` to ``outcomes``."""
+    for task in [t for t in rounds if t.done()]:
+        rounds.discard(task)
+        outcomes.append(task.result())
 
 
 def _backoff(failures: int) -> float:

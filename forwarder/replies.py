@@ -8,6 +8,7 @@ several gateway instances share the queue and a crash mid-send retries after the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -44,6 +45,8 @@ class ReplyState:
     delivery_state: str | None = None
 
 
+ENQUEUE_CHUNK = 500  # replies per multi-row statement (well below the parameter limits)
+
 #: Order of delivery states; a report of a lower state never overwrites a higher one.
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 
@@ -64,6 +67,24 @@ class ReplyQueue:
         )
         return row is not None
 
+    async def enqueue_many(self, replies: list[tuple[str, str, str, str]]) -> int:
+        """Owe several ``(complaint_id, kind, channel, body)`` replies in one statement per
+        :data:`ENQUEUE_CHUNK` (a receipt batch owes one each); returns how many were not
+        owed already."""
+        now = now_us()
+        added = 0
+        for start in range(0, len(replies), ENQUEUE_CHUNK):
+            part = replies[start:start + ENQUEUE_CHUNK]
+            values = ", ".join(f"(${i * 4 + 2}, ${i * 4 + 3}, ${i * 4 + 4}, ${i * 4 + 5}, $1, $1)"
+                               for i in range(len(part)))
+            rows = await self._db.fetch(
+                "INSERT INTO replies (complaint_id, kind, channel, body, next_attempt_us,"
+                f" created_us) VALUES {values} ON CONFLICT DO NOTHING RETURNING complaint_id",
+                now, *(value for reply in part for value in reply),
+            )
+            added += len(rows)
+        return added
+
     async def claim_due(self, limit: int, lease_s: float) -> list[ReplyJob]:
         """Claim queued replies that are due, with what the outbox knows of their complaint."""
         now = now_us()
@@ -75,12 +96,18 @@ class ReplyQueue:
             " RETURNING complaint_id, kind, channel, body, attempts, created_us",
             now + int(lease_s * 1_000_000), now, limit,
         )
+        ids = list(dict.fromkeys(row[0] for row in claimed))
+        known: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(ids), ENQUEUE_CHUNK):  # one query, not one per reply
+            part = ids[start:start + ENQUEUE_CHUNK]
+            marks = ", ".join(f"${i}" for i in range(1, len(part) + 1))
+            for found in await self._db.fetch(
+                    "SELECT id, tracking_code, account, native_id, payload, reply_hints"
+                    f" FROM outbox WHERE id IN ({marks})", *part):
+                known[found[0]] = found[1:]
         jobs = []
         for cid, kind, channel, body, attempts, created in claimed:
-            row = await self._db.fetchrow(
-                "SELECT tracking_code, account, native_id, payload, reply_hints FROM outbox"
-                " WHERE id = $1", cid,
-            )
+            row = known.get(cid)
             if row is None:  # the complaint came through another gateway's database
                 await self.mark_failed(cid, kind, "complaint not in this outbox")
                 continue

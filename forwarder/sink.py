@@ -21,6 +21,7 @@ from forwarder.kafka import (
     Producer,
     Record,
     Topics,
+    ce_time,
     cloudevent_headers,
     dead_letter_record,
     send_acked,
@@ -31,13 +32,18 @@ from normalizer.schema import Complaint
 
 log = logging.getLogger(__name__)
 
+#: Records per batch: each batch costs one store transaction, one round of receipt acks and
+#: one offset commit, so a backlog drains in big batches (a trickle still goes one by one).
+BATCH_RECORDS = 2000
+
 
 class Sink(ConsumerLoop):
     """The central store's consumer-group member."""
 
     def __init__(self, *, bootstrap: str, group: str, topics: Topics, store: CentralStore,
                  producer: Producer, source: str) -> None:
-        super().__init__(bootstrap=bootstrap, topic=topics.complaints, group=group, name="sink")
+        super().__init__(bootstrap=bootstrap, topic=topics.complaints, group=group, name="sink",
+                         max_records=BATCH_RECORDS)
         self._topics = topics
         self._store = store
         self._producer = producer
@@ -83,13 +89,14 @@ class Sink(ConsumerLoop):
             if complaint.id not in stored:
                 dead.append((_record_of(records, complaint.id),
                              "tracking code already used by another complaint"))
+        now = ce_time()
         receipts = [
             (
                 c.id.encode(),
                 orjson.dumps({"id": c.id, "tracking_code": stored[c.id].tracking_code,
                               "status": stored[c.id].status, "channel": c.channel,
                               "thread_of": c.thread_of, "revision": revision(c)}),
-                cloudevent_headers(CE_TYPE_RECEIPT, self._source, subject=c.id),
+                cloudevent_headers(CE_TYPE_RECEIPT, self._source, time=now, subject=c.id),
             )
             for c in unique if c.id in stored
         ]

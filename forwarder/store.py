@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from forwarder.db import Database, Executor
@@ -33,7 +34,8 @@ INSERT_CHUNK = 1000  # complaints per INSERT statement (15 parameters each)
 
 def utc_text(moment: datetime) -> str:
     """A fixed-width UTC timestamp that sorts as text (``2026-11-29T03:38:41.000000Z``)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: the same text (years 1000-9999) at a third of the cost.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_utc(text: str) -> datetime:
@@ -94,6 +96,21 @@ class CentralStore:
     def __init__(self, db: Database, calendar: WorkingCalendar | None = None) -> None:
         self._db = db
         self._calendar = calendar or WorkingCalendar()
+        self._receipt_dues: dict[date, tuple[str, str]] = {}
+
+    def _receipt_due(self, received_at: datetime) -> tuple[str, str]:
+        """The verification and settlement due dates of a complaint received at
+        ``received_at``: they depend on its local date only, so a batch computes them once
+        per day it spans."""
+        day = received_at.astimezone(self._calendar.tz).date()
+        due = self._receipt_dues.get(day)
+        if due is None:
+            if len(self._receipt_dues) > 1024:
+                self._receipt_dues.clear()
+            due = self._receipt_dues[day] = (
+                utc_text(self._calendar.add_working_days(received_at, VERIFY_DAYS)),
+                utc_text(self._calendar.add_calendar_days(received_at, SETTLE_DAYS)))
+        return due
 
     async def upsert_many(self, complaints: list[Complaint]) -> dict[str, Stored]:
         """Insert the complaints not stored yet, in one transaction; a newer revision of a
@@ -109,26 +126,17 @@ class CentralStore:
         rows = [(c.id, c.tracking_code, c.channel, c.audit.account, c.native_id,
                  utc_text(c.received_at), stored_us, c.classification.value, c.agency,
                  c.location.region_code if c.location else None, c.confidential,
-                 c.reporter.anonymous, c.to_json().decode(),
-                 utc_text(self._calendar.add_working_days(c.received_at, VERIFY_DAYS)),
-                 utc_text(self._calendar.add_calendar_days(c.received_at, SETTLE_DAYS)))
+                 c.reporter.anonymous, c.to_json().decode(), *self._receipt_due(c.received_at))
                 for c in complaints]
+        inserted: set[str] = set()
         async with self._db.transaction() as tx:
             # Multi-row statements, not one per complaint: on SQLite each statement is a round
             # trip to the connection's thread. Chunked below both drivers' parameter limits.
             for chunk in range(0, len(rows), INSERT_CHUNK):
                 part = rows[chunk:chunk + INSERT_CHUNK]
-                width = len(part[0])
-                values = ", ".join(
-                    "(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
-                    for i in range(len(part)))
-                await tx.execute(
-                    "INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
-                    " received_at, stored_us, classification, agency, region_code,"
-                    " confidential, anonymous, payload, verify_due, settle_due)"
-                    f" VALUES {values} ON CONFLICT DO NOTHING",
-                    *(value for row in part for value in row),
-                )
+                inserted.update(row[0] for row in await tx.fetch(
+                    _insert_sql(len(part), len(part[0])),
+                    *(value for row in part for value in row)))
             for c in complaints:
                 if c.revisions:  # an edited text replaces an older one, never the reverse
                     await tx.execute(
@@ -137,13 +145,16 @@ class CentralStore:
                         c.to_json().decode(), revision(c), c.classification.value, c.agency,
                         c.id, c.tracking_code,
                     )
-            ids = [c.id for c in complaints]
-            marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
-            found = await tx.fetch(
-                f"SELECT id, tracking_code, status, payload FROM complaints WHERE id IN ({marks})",
-                *ids,
-            )
-        return {row[0]: Stored(row[0], row[1], row[2], str(row[3])) for row in found}
+            # What this INSERT wrote is known; read back only what was there before (a
+            # replay, an edit, a colliding tracking code): a drain reads nothing back.
+            stored = {row[0]: Stored(row[0], row[1], Status.RECEIVED.value, row[12]) for row in rows
+                      if row[0] in inserted}
+            others = [c.id for c in complaints if c.id not in inserted or c.revisions]
+            for chunk in range(0, len(others), INSERT_CHUNK):
+                ids = others[chunk:chunk + INSERT_CHUNK]
+                for row in await tx.fetch(_found_sql(len(ids)), *ids):
+                    stored[row[0]] = Stored(row[0], row[1], row[2], str(row[3]))
+        return stored
 
     async def find(self, code: str) -> Stored | None:
         """The stored complaint with this tracking code, if any."""
@@ -292,6 +303,24 @@ class CentralStore:
                 "INSERT INTO sla_alerts (complaint_id, stage, due_at, created_us, published_us)"
                 " VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
                 item.complaint_id, item.stage, item.due_at, now)
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(count: int, width: int) -> str:
+    """The multi-row INSERT of ``count`` complaints (cached: a drain repeats a few sizes)."""
+    values = ", ".join(
+        "(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
+        for i in range(count))
+    return ("INSERT INTO complaints (id, tracking_code, channel, account, native_id,"
+            " received_at, stored_us, classification, agency, region_code,"
+            " confidential, anonymous, payload, verify_due, settle_due)"
+            f" VALUES {values} ON CONFLICT DO NOTHING RETURNING id")
+
+
+@lru_cache(maxsize=64)
+def _found_sql(count: int) -> str:
+    marks = ", ".join(f"${i}" for i in range(1, count + 1))
+    return f"SELECT id, tracking_code, status, payload FROM complaints WHERE id IN ({marks})"
 
 
 async def _complaint_row(tx: Executor, event: StatusEvent) -> tuple[Any, ...] | None:

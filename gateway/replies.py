@@ -75,16 +75,11 @@ class ReplyLoop:
 
     async def on_delivered(self, receipts: list[Receipt]) -> None:
         """Called by the receipt reader for each batch, before it commits its offsets."""
-        owed = False
-        for receipt in receipts:
-            channel = receipt.get("channel")
-            if channel is None or channel not in self._by_channel:
-                continue
-            if receipt.get("thread_of"):  # a follow-up: the citizen has the code already
-                continue
-            body = ack_text(receipt["tracking_code"], self._public_url)
-            owed |= await self._queue.enqueue(receipt["id"], ACK, channel, body)
-        if owed:
+        owed = [(receipt["id"], ACK, channel, ack_text(receipt["tracking_code"], self._public_url))
+                for receipt in receipts
+                if (channel := receipt.get("channel")) is not None and channel in self._by_channel
+                and not receipt.get("thread_of")]  # a follow-up: the citizen has the code
+        if owed and await self._queue.enqueue_many(owed):
             self._wake.set()
 
     async def on_status(self, notices: list[StatusNotice]) -> None:

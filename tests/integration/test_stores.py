@@ -106,6 +106,30 @@ async def test_claims_lease_and_receipts(db: Database) -> None:
         assert len(await outbox.claim_due(limit=10, lease_s=60)) == 3
 
 
+async def test_a_claim_records_what_the_last_one_published(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        ids = [(await outbox.add(_complaint(f"p{i}"), b"", "x")).complaint_id for i in range(4)]
+        first = [e.complaint_id for e in await outbox.claim_due(limit=2, lease_s=60)]
+        await outbox.mark_failed(first[1:], "broker down", retry_in_s=60)
+        second = await outbox.claim_due(limit=10, lease_s=60, published=first)
+        assert {e.complaint_id for e in second} == set(ids) - set(first)
+    rows = {r[0]: (r[1], r[2]) for r in await db.fetch(
+        "SELECT id, published_us, last_error FROM outbox")}
+    assert all(rows[i][0] is not None and rows[i][1] is None for i in first)
+    assert all(rows[i] == (None, None) for i in set(ids) - set(first))
+
+
+async def test_a_drain_upsert_reports_what_it_wrote_and_what_was_there(db: Database) -> None:
+    store = CentralStore(db)
+    old, new = _complaint("u1"), _complaint("u2")
+    await store.upsert_many([old])
+    await db.execute("UPDATE complaints SET status = 'verified' WHERE id = $1", old.id)
+    stored = await store.upsert_many([old, new])
+    assert (stored[old.id].status, stored[new.id].status) == ("verified", "received")
+    assert Complaint.from_json(stored[new.id].payload) == new
+    assert stored[new.id].tracking_code == new.tracking_code
+
+
 async def test_central_store_upsert_is_idempotent(db: Database) -> None:
     store = CentralStore(db)
     first, second = _complaint("s1"), _complaint("s2")

@@ -164,3 +164,33 @@ async def test_delivery_states_only_move_forward(db: Database) -> None:
     assert not await queue.record_delivery("fake", "unknown", "read", None, None)
     [state] = await queue.states(receipt["id"])
     assert state.delivery_state == "failed"
+
+
+async def test_a_receipt_batch_owes_one_ack_each_in_few_statements(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import forwarder.replies as replies_module
+
+    monkeypatch.setattr(replies_module, "ENQUEUE_CHUNK", 2)  # several chunks of statements
+    channel = FakeChannel()
+    queue = ReplyQueue(db)
+    loop = ReplyLoop(queue, [channel], None)
+    receipts = [await _accepted(db, f"b{i}") for i in range(5)]
+    # One batch holds a receipt twice (republished), and one was owed by an earlier batch.
+    await loop.on_delivered(receipts[:1])
+    await loop.on_delivered([*receipts, receipts[3]])
+    assert await queue.enqueue_many([(r["id"], "ack", "fake", "x") for r in receipts]) == 0
+    jobs = await queue.claim_due(limit=10, lease_s=60)
+    assert sorted(j.complaint_id for j in jobs) == sorted(r["id"] for r in receipts)
+    assert {j.tracking_code for j in jobs} == {r["tracking_code"] for r in receipts}
+    assert all(j.reply_hints == {"chat_id": "42"} and j.account == "bot" for j in jobs)
+
+
+async def test_a_claimed_reply_of_an_unknown_complaint_fails(db: Database) -> None:
+    queue = ReplyQueue(db)
+    known = await _accepted(db, "k1")
+    assert await queue.enqueue_many([(known["id"], "ack", "fake", "x"),
+                                     ("f" * 32, "ack", "fake", "y")]) == 2
+    [job] = await queue.claim_due(limit=10, lease_s=60)
+    assert job.complaint_id == known["id"]
+    [state] = await queue.states("f" * 32)
+    assert (state.state, state.last_error) == ("failed", "complaint not in this outbox")

@@ -145,3 +145,26 @@ def test_complaint_is_frozen() -> None:
     complaint = _complaint()
     with pytest.raises(ValidationError):
         complaint.title = "lain"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("encoded", [
+    "\\u0000", "\\u001F", "\\u007f", "\\b", "\\f", "\x7f",  # escapes, and DEL needs none
+])
+@pytest.mark.parametrize("as_text", [False, True])
+def test_from_json_strips_control_characters_however_encoded(encoded: str,
+                                                             as_text: bool) -> None:
+    # The wire form is scanned once; anything that may decode to a control character takes
+    # the path that strips every string, nested models included.
+    wire = _complaint(reporter=Reporter(name="Budi"),
+                      location=Location(text="Pasar")).to_json().decode()
+    for text in ('"Jalan berlubang"', '"Budi"', '"Pasar"'):
+        wire = wire.replace(text, text[:3] + encoded + text[3:])
+    parsed = Complaint.from_json(wire if as_text else wire.encode())
+    assert (parsed.title, parsed.reporter.name) == ("Jalan berlubang", "Budi")
+    assert parsed.location is not None and parsed.location.text == "Pasar"
+
+
+def test_from_json_keeps_tabs_newlines_and_backslashes() -> None:
+    original = _complaint(body="Baris satu\n\tbaris dua \\b bukan kontrol\r\n")
+    assert Complaint.from_json(original.to_json()) == original
+    assert Complaint.from_json(original.to_json().decode()) == original
