@@ -171,14 +171,8 @@ class SqliteDatabase(Database):
             raise
 
     async def sibling(self, name: str) -> Database:
-        db = await SqliteDatabase.open(self._path.with_name(f"{self._path.stem}-{name}.db"),
-                                       reader=False)
-        try:
-            await db.migrate()
-        except BaseException:
-            await db.close()
-            raise
-        return db
+        return await _migrated(await SqliteDatabase.open(
+            self._path.with_name(f"{self._path.stem}-{name}.db"), reader=False))
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self._lock:
@@ -349,10 +343,14 @@ async def open_database(url: str, *, pool_size: int = 10, migrate: bool = True) 
         db = await SqliteDatabase.open(Path(url.removeprefix("sqlite:///")))
     else:
         db = await PostgresDatabase.open(url, pool_size)
-    if migrate:
-        try:
-            await db.migrate()
-        except BaseException:
-            await db.close()
-            raise
+    return await _migrated(db) if migrate else db
+
+
+async def _migrated(db: Database) -> Database:
+    """``db`` with its schema brought up to date (closed if that fails)."""
+    try:
+        await db.migrate()
+    except BaseException:
+        await db.close()
+        raise
     return db

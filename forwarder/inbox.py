@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from errors import StoreError, StoreUnavailable
 from forwarder.db import Database
-from forwarder.outbox import now_us
+from forwarder.outbox import now_us, stop_group_writer
 
 #: Bodies per group commit: one transaction stays short.
 MAX_GROUP = 256
@@ -76,16 +76,7 @@ class Inbox:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-        while not self._queue.empty():
-            put = self._queue.get_nowait()
-            if not put.future.done():
-                put.future.set_exception(StoreError("inbox closed"))
+        await stop_group_writer(self._writer, self._queue, "inbox")
 
     @property
     def pending(self) -> int:

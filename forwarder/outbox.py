@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -96,16 +97,7 @@ class Outbox:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-        while not self._queue.empty():
-            request = self._queue.get_nowait()
-            if not request.future.done():
-                request.future.set_exception(StoreError("outbox closed"))
+        await stop_group_writer(self._writer, self._queue, "outbox")
 
     async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str,
                   reply_hints: Mapping[str, str] | None = None,
@@ -573,6 +565,22 @@ _CLAIM_POSTGRESQL = (
 
 class _NeedsOneByOne(Exception):
     """A group cannot take the fast path (a tracking-code collision): write it one by one."""
+
+
+async def stop_group_writer(writer: asyncio.Task[None] | None,
+                            queue: asyncio.Queue[Any], name: str) -> None:
+    """Stop a group-commit writer task; every request still queued (each with a ``future``)
+    fails with ``StoreError`` instead of waiting for ever."""
+    if writer is not None:
+        writer.cancel()
+        try:
+            await writer
+        except asyncio.CancelledError:
+            pass
+    while not queue.empty():
+        request = queue.get_nowait()
+        if not request.future.done():
+            request.future.set_exception(StoreError(f"{name} closed"))
 
 
 async def _index(tx: Executor, batch: list[_Request], results: list[Added]) -> None:

@@ -123,11 +123,20 @@ async def sqlite_inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
     await db.close()
 
 
-async def drained(inbox: Inbox) -> None:
+async def drain_with(inbox: Inbox, recorder: Recorder) -> InboxWorker:
+    """Run a worker (order key: the body's first letter) until the inbox is empty."""
+    worker = InboxWorker(inbox, "whatsapp", recorder.handle, lambda b: b[:1].decode(),
+                         recorder.dead_letter)
+    worker.start()
+
     async def empty() -> bool:
         return await inbox.depth() == 0
 
-    await wait_for(empty, within=20, what="the inbox drained")
+    try:
+        await wait_for(empty, within=20, what="the inbox drained")
+    finally:
+        await worker.stop()
+    return worker
 
 
 def by_sender(handled: list[bytes], sender: bytes) -> list[bytes]:
@@ -140,13 +149,7 @@ async def test_worker_keeps_each_senders_order_and_dead_letters_a_poison_body(
     bodies = [b"A1", b"B1", b"A2", b"B-poison", b"A3", b"C1", b"B2"]
     for body in bodies:
         await sqlite_inbox.put("whatsapp", body)
-    worker = InboxWorker(sqlite_inbox, "whatsapp", recorder.handle, lambda b: b[:1].decode(),
-                         recorder.dead_letter)
-    worker.start()
-    try:
-        await drained(sqlite_inbox)
-    finally:
-        await worker.stop()
+    worker = await drain_with(sqlite_inbox, recorder)
     assert by_sender(recorder.handled, b"A") == [b"A1", b"A2", b"A3"]
     assert by_sender(recorder.handled, b"B") == [b"B1", b"B2"]  # the poison did not stall B2
     assert recorder.dead == [(b"B-poison", "ValueError")]
@@ -158,13 +161,7 @@ async def test_worker_retries_through_a_store_outage_in_order_losing_nothing(
     recorder = Recorder(unavailable={b"A1": 2, b"B2": 1})
     for body in (b"A1", b"A2", b"B1", b"B2", b"B3"):
         await sqlite_inbox.put("whatsapp", body)
-    worker = InboxWorker(sqlite_inbox, "whatsapp", recorder.handle, lambda b: b[:1].decode(),
-                         recorder.dead_letter)
-    worker.start()
-    try:
-        await drained(sqlite_inbox)
-    finally:
-        await worker.stop()
+    await drain_with(sqlite_inbox, recorder)
     assert by_sender(recorder.handled, b"A") == [b"A1", b"A2"]  # A2 waited for A1
     assert by_sender(recorder.handled, b"B") == [b"B1", b"B2", b"B3"]
     assert recorder.dead == []
