@@ -13,7 +13,6 @@ from normalizer.normalize import normalize
 from normalizer.raw import RawMessage
 from normalizer.revisions import apply_edit
 from normalizer.schema import Complaint
-from tests.integration.test_stores import db  # noqa: F401 - the two-backend fixture
 
 SENT = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 TARGET = complaint_id("telegram", "bot", "1:42")
