@@ -116,11 +116,25 @@ class ReplyQueue:
         return jobs
 
     async def mark_sent(self, complaint_id: str, kind: str, provider_id: str | None) -> None:
-        await self._db.execute(
-            "UPDATE replies SET state = 'sent', sent_us = $1, provider_id = $2, last_error = NULL"
-            " WHERE complaint_id = $3 AND kind = $4",
-            now_us(), provider_id, complaint_id, kind,
-        )
+        await self.mark_sent_many([(complaint_id, kind, provider_id)])
+
+    async def mark_sent_many(self, sent: list[tuple[str, str, str | None]]) -> None:
+        """Record ``(complaint_id, kind, provider_id)`` replies as sent: one statement per
+        :data:`ENQUEUE_CHUNK` (a round of sends), not one commit each."""
+        now = now_us()
+        for start in range(0, len(sent), ENQUEUE_CHUNK):
+            part = sent[start:start + ENQUEUE_CHUNK]
+            values = ", ".join(f"(CAST(${i * 3 + 2} AS TEXT), CAST(${i * 3 + 3} AS TEXT),"
+                               f" CAST(${i * 3 + 4} AS TEXT))" for i in range(len(part)))
+            await self._db.execute(
+                f"WITH v (cid, kind, pid) AS (VALUES {values})"
+                " UPDATE replies SET state = 'sent', sent_us = $1, last_error = NULL,"
+                " provider_id = (SELECT pid FROM v WHERE v.cid = replies.complaint_id"
+                " AND v.kind = replies.kind)"
+                " WHERE complaint_id IN (SELECT cid FROM v) AND EXISTS (SELECT 1 FROM v"
+                " WHERE v.cid = replies.complaint_id AND v.kind = replies.kind)",
+                now, *(value for row in part for value in row),
+            )
 
     async def mark_retry(self, complaint_id: str, kind: str, error: str, delay_s: float) -> None:
         await self._db.execute(

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from connectors.base import BaseConnector, ReplyTarget
 from errors import LaporError
@@ -41,6 +42,13 @@ IDLE_POLL_S = 1.0  # longest wait when nothing is due
 MAX_ATTEMPTS = 12  # then the reply is marked failed (operators see it)
 GIVE_UP_AFTER_S = 24 * 3600.0  # an acknowledgement a day late is no longer useful
 BACKOFF_S = (2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A reply the channel accepted, with its id for the channel's later delivery reports."""
+
+    provider_id: str | None
 
 
 def ack_text(tracking_code: str, public_url: str | None) -> str:
@@ -115,12 +123,16 @@ class ReplyLoop:
                 log.warning("replies: cannot read the queue: %s", exc)
                 jobs = []
             if jobs:
+                sent: list[tuple[str, str, str | None]] = []
                 for job, outcome in zip(jobs, await asyncio.gather(
                         *(self._send(job) for job in jobs), return_exceptions=True),
                         strict=True):
-                    if isinstance(outcome, Exception):  # the lease retries it later
+                    if isinstance(outcome, BaseException):  # the lease retries it later
                         log.error("replies: %s for complaint=%s not recorded: %s: %s",
                                   job.kind, job.complaint_id, type(outcome).__name__, outcome)
+                    elif outcome is not None:
+                        sent.append((job.complaint_id, job.kind, outcome.provider_id))
+                await self._record_sent(sent)
                 continue
             self._wake.clear()
             try:
@@ -128,26 +140,40 @@ class ReplyLoop:
             except TimeoutError:
                 pass
 
-    async def _send(self, job: ReplyJob) -> None:
+    async def _send(self, job: ReplyJob) -> Sent | None:
+        """Send one reply; what was sent (recorded by the caller with the round's others), or
+        None when the attempt failed (recorded here)."""
         connector = self._by_channel.get(job.channel)
         if connector is None:
             await self._queue.mark_failed(job.complaint_id, job.kind,
                                           f"no connector sends on {job.channel}")
-            return
+            return None
         try:
             provider_id = await connector.send_reply(_target(job), job.body)
         except LaporError as exc:
             await self._failed_attempt(job, exc)
-            return
+            return None
         except Exception as exc:  # a connector bug must not stop the loop
             log.exception("replies: %s connector crashed sending for %s", job.channel,
                           job.complaint_id)
             await self._failed_attempt(job, exc)
-            return
-        await self._queue.mark_sent(job.complaint_id, job.kind, provider_id)
-        self.sent += 1
+            return None
         log.info("replies: %s sent on %s for complaint=%s", job.kind, job.channel,
                  job.complaint_id)
+        return Sent(provider_id)
+
+    async def _record_sent(self, sent: list[tuple[str, str, str | None]]) -> None:
+        """One statement for a round's sent replies. When it fails, their leases run out and
+        they are sent again (at least once, never lost)."""
+        if not sent:
+            return
+        try:
+            await self._queue.mark_sent_many(sent)
+        except LaporError as exc:
+            log.error("replies: %d sent replies not recorded (sent again later): %s",
+                      len(sent), exc)
+            return
+        self.sent += len(sent)
 
     async def _failed_attempt(self, job: ReplyJob, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
