@@ -110,6 +110,8 @@ def _sqlite_error(exc: Exception) -> Exception:
 
 #: SQLite page cache per connection, KiB.
 SQLITE_CACHE_KIB = 64 * 1024
+#: ... of a sibling store (the webhook inbox: a queue, appended and deleted, never searched).
+SQLITE_SIBLING_CACHE_KIB = 2 * 1024
 
 
 @lru_cache(maxsize=512)
@@ -160,11 +162,13 @@ class SqliteDatabase(Database):
         self._path = path
 
     @classmethod
-    async def open(cls, path: Path, *, reader: bool = True) -> SqliteDatabase:
+    async def open(cls, path: Path, *, reader: bool = True,
+                   cache_kib: int = SQLITE_CACHE_KIB) -> SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await _sqlite_connect(path)
+        conn = await _sqlite_connect(path, cache_kib=cache_kib)
         try:
-            return cls(conn, await _sqlite_connect(path, query_only=True) if reader else None,
+            return cls(conn, await _sqlite_connect(path, cache_kib=cache_kib, query_only=True)
+                       if reader else None,
                        path)
         except BaseException:
             await conn.close()
@@ -172,7 +176,8 @@ class SqliteDatabase(Database):
 
     async def sibling(self, name: str) -> Database:
         return await _migrated(await SqliteDatabase.open(
-            self._path.with_name(f"{self._path.stem}-{name}.db"), reader=False))
+            self._path.with_name(f"{self._path.stem}-{name}.db"), reader=False,
+            cache_kib=SQLITE_SIBLING_CACHE_KIB))
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self._lock:
@@ -211,7 +216,8 @@ class SqliteDatabase(Database):
         await self._conn.close()
 
 
-async def _sqlite_connect(path: Path, *, query_only: bool = False) -> aiosqlite.Connection:
+async def _sqlite_connect(path: Path, *, cache_kib: int,
+                          query_only: bool = False) -> aiosqlite.Connection:
     try:
         conn = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -224,7 +230,7 @@ async def _sqlite_connect(path: Path, *, query_only: bool = False) -> aiosqlite.
         # The near-duplicate index's hot keys and rows stay in memory: a 64 MiB page cache
         # (the default is 2 MiB). No memory map: a read fault on a mapped page (I/O error,
         # a full tmpfs) would kill the process with SIGBUS instead of raising an error.
-        await conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        await conn.execute(f"PRAGMA cache_size=-{cache_kib}")
         if query_only:
             await conn.execute("PRAGMA query_only=1")
     except sqlite3.Error as exc:
