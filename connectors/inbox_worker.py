@@ -128,8 +128,9 @@ class InboxWorker:
                 self._held = [k.seq for k in kept]
                 handled, stopped = await self._round(kept)
                 await self._inbox.done(handled)
-                self._held = [seq for seq in self._held if seq not in set(handled)]
-                if stopped is not None:
+                if stopped is not None:  # give back what was not handled, then back off
+                    finished = set(handled)
+                    self._held = [seq for seq in self._held if seq not in finished]
                     raise stopped
                 self._held = []
                 failures = 0

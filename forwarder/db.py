@@ -114,6 +114,16 @@ SQLITE_CACHE_KIB = 64 * 1024
 SQLITE_SIBLING_CACHE_KIB = 2 * 1024
 
 
+def placeholders(count: int, start: int = 1) -> str:
+    """``$start, ..., $(start + count - 1)``: an IN list, or one row of a VALUES clause."""
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+def row_placeholders(rows: int, width: int, start: int = 1) -> str:
+    """``($1, $2), ($3, $4)``: ``rows`` rows of ``width`` parameters for a multi-row VALUES."""
+    return ", ".join(f"({placeholders(width, start + i * width)})" for i in range(rows))
+
+
 @lru_cache(maxsize=512)
 def _sqlite_sql(sql: str) -> str:
     """``$1`` placeholders as SQLite's ``?1`` (cached: the same statements come back, and a

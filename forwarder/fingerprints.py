@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from forwarder.db import Database, Executor
+from forwarder.db import Database, Executor, row_placeholders
 from normalizer.dedup import StoredFingerprint
 from normalizer.similarity import Fingerprint
 
@@ -156,8 +156,7 @@ async def record_many(tx: Executor, entries: Sequence[NewFingerprint]
     unique = list({entry.complaint_id: entry for entry in entries}.values())
     if not unique:
         return []
-    values = ", ".join(f"(${6 * i + 1}, ${6 * i + 2}, ${6 * i + 3}, ${6 * i + 4}, ${6 * i + 5},"
-                       f" ${6 * i + 6})" for i in range(len(unique)))
+    values = row_placeholders(len(unique), 6)
     rows = await tx.fetch(
         "INSERT INTO fingerprints (complaint_id, cluster_id, received_us, region, agency,"
         f" fingerprint) VALUES {values} ON CONFLICT DO NOTHING RETURNING seq, complaint_id",
@@ -169,8 +168,7 @@ async def record_many(tx: Executor, entries: Sequence[NewFingerprint]
     per_statement = _MAX_PARAMS // 3
     for start in range(0, len(bands), per_statement):
         chunk = bands[start:start + per_statement]
-        values = ", ".join(f"(${3 * i + 1}, ${3 * i + 2}, ${3 * i + 3})"
-                           for i in range(len(chunk)))
+        values = row_placeholders(len(chunk), 3)
         await tx.execute(f"INSERT INTO lsh_bands (band_key, received_us, seq) VALUES {values}"
                          " ON CONFLICT DO NOTHING", *(v for band in chunk for v in band))
     return [(int(seq), by_id[str(cid)]) for seq, cid in rows]

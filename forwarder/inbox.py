@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from errors import StoreError, StoreUnavailable
-from forwarder.db import Database
-from forwarder.outbox import now_us, stop_group_writer
+from forwarder.db import Database, placeholders, row_placeholders
+from forwarder.outbox import next_group, now_us, stop_group_writer
 
 #: Bodies per group commit: one transaction stays short.
 MAX_GROUP = 256
@@ -119,13 +119,13 @@ class Inbox:
         if seqs:
             await self._db.execute(
                 f"UPDATE webhook_inbox SET lease_until_us = 0 WHERE seq IN "
-                f"({_placeholders(len(seqs))})", *seqs)
+                f"({placeholders(len(seqs))})", *seqs)
 
     async def done(self, seqs: list[int]) -> None:
         """Forget handled bodies."""
         if seqs:
             await self._db.execute(
-                f"DELETE FROM webhook_inbox WHERE seq IN ({_placeholders(len(seqs))})", *seqs)
+                f"DELETE FROM webhook_inbox WHERE seq IN ({placeholders(len(seqs))})", *seqs)
             self._pending = max(0, self._pending - len(seqs))
 
     async def depth(self) -> int:
@@ -139,11 +139,8 @@ class Inbox:
 
     async def _write_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_GROUP and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            values = ", ".join(f"(${4 * i + 1}, ${4 * i + 2}, ${4 * i + 3}, ${4 * i + 4})"
-                               for i in range(len(batch)))
+            batch = await next_group(self._queue, MAX_GROUP)
+            values = row_placeholders(len(batch), 4)
             args = [v for put in batch for v in (put.connector, put.body, put.received_us, 0)]
             try:
                 async with self._db.transaction() as tx:
@@ -159,7 +156,3 @@ class Inbox:
                 if not put.future.done():
                     put.future.set_result(None)
                 self.arrival(put.connector).set()
-
-
-def _placeholders(count: int) -> str:
-    return ", ".join(f"${i + 1}" for i in range(count))

@@ -20,16 +20,18 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from errors import StoreError, is_retriable
-from forwarder.db import Database, Executor
+from forwarder.db import Database, Executor, placeholders, row_placeholders
 from forwarder.fingerprints import NewFingerprint, record_many
 from normalizer.ids import tracking_code
 from normalizer.revisions import apply_edit, revision
 from normalizer.schema import Complaint
+
+T = TypeVar("T")
 
 MAX_GROUP = 256  # complaints per group commit: bounded so one transaction stays short
 MARK_CHUNK = 5000  # entries per publish-mark statement (below both drivers' parameter limits)
@@ -126,9 +128,7 @@ class Outbox:
 
     async def _write_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_GROUP and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await next_group(self._queue, MAX_GROUP)
             try:
                 try:
                     async with self._db.transaction() as tx:
@@ -181,7 +181,7 @@ class Outbox:
         """
         ids = list(dict.fromkeys(r.complaint.id for r in batch))
         known = {row[0]: row[1] for row in await tx.fetch(
-            f"SELECT id, tracking_code FROM outbox WHERE id IN ({_placeholders(len(ids), 1)})",
+            f"SELECT id, tracking_code FROM outbox WHERE id IN ({placeholders(len(ids), 1)})",
             *ids)}
         now = now_us()
         # (channel, account, sender, text hash) -> earlier complaints, oldest first. One query
@@ -198,8 +198,8 @@ class Outbox:
             for row in await tx.fetch(
                     "SELECT id, tracking_code, sender_key, text_hash, created_us FROM outbox"
                     " WHERE channel = $1 AND account = $2 AND created_us >= $3"
-                    f" AND sender_key IN ({_placeholders(len(senders), 4)})"
-                    f" AND text_hash IN ({_placeholders(len(hashes), 4 + len(senders))})"
+                    f" AND sender_key IN ({placeholders(len(senders), 4)})"
+                    f" AND text_hash IN ({placeholders(len(hashes), 4 + len(senders))})"
                     " ORDER BY created_us", channel, account, oldest, *senders, *hashes):
                 repeats.setdefault((channel, account, row[2], row[3]), []).append(
                     (row[0], row[1], int(row[4])))
@@ -232,8 +232,7 @@ class Outbox:
             results.append(None)
         if rows:
             width = len(rows[0])
-            values = ", ".join(f"({_placeholders(width, 1 + i * width)})"
-                               for i in range(len(rows)))
+            values = row_placeholders(len(rows), width)
             inserted = await tx.fetch(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
                 " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
@@ -325,7 +324,7 @@ class Outbox:
             part = ids[start:start + MARK_CHUNK]
             await db.execute(
                 f"UPDATE outbox SET published_us = $1, last_error = NULL WHERE id IN "
-                f"({_placeholders(len(part), 2)})",
+                f"({placeholders(len(part), 2)})",
                 now_us(),
                 *part,
             )
@@ -335,7 +334,7 @@ class Outbox:
         if ids:
             await self._db.execute(
                 f"UPDATE outbox SET next_attempt_us = $1, last_error = $2 WHERE state = 'pending'"
-                f" AND id IN ({_placeholders(len(ids), 3)})",
+                f" AND id IN ({placeholders(len(ids), 3)})",
                 now_us() + int(retry_in_s * 1_000_000),
                 error[:500],
                 *ids,
@@ -358,7 +357,7 @@ class Outbox:
             rows = await self._db.fetch(
                 f"UPDATE outbox SET state = 'delivered', delivered_us = $1"
                 f" WHERE state = 'pending' AND revision <= $2"
-                f" AND id IN ({_placeholders(len(group), 3)}) RETURNING id",
+                f" AND id IN ({placeholders(len(group), 3)}) RETURNING id",
                 now_us(),
                 confirmed,
                 *group,
@@ -567,6 +566,15 @@ class _NeedsOneByOne(Exception):
     """A group cannot take the fast path (a tracking-code collision): write it one by one."""
 
 
+async def next_group(queue: asyncio.Queue[T], limit: int) -> list[T]:
+    """A group-commit writer's next group: wait for one request, then take every request
+    already waiting, up to ``limit``."""
+    group = [await queue.get()]
+    while len(group) < limit and not queue.empty():
+        group.append(queue.get_nowait())
+    return group
+
+
 async def stop_group_writer(writer: asyncio.Task[None] | None,
                             queue: asyncio.Queue[Any], name: str) -> None:
     """Stop a group-commit writer task; every request still queued (each with a ``future``)
@@ -591,8 +599,6 @@ async def _index(tx: Executor, batch: list[_Request], results: list[Added]) -> N
                            and added.complaint_id == r.complaint.id])
 
 
-def _placeholders(count: int, start: int) -> str:
-    return ", ".join(f"${i}" for i in range(start, start + count))
 
 
 def _text_hash(body: str) -> str:

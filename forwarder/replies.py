@@ -115,9 +115,6 @@ class ReplyQueue:
                                  row[1], row[2], str(row[3]), orjson.loads(row[4] or "{}")))
         return jobs
 
-    async def mark_sent(self, complaint_id: str, kind: str, provider_id: str | None) -> None:
-        await self.mark_sent_many([(complaint_id, kind, provider_id)])
-
     async def mark_sent_many(self, sent: list[tuple[str, str, str | None]]) -> None:
         """Record ``(complaint_id, kind, provider_id)`` replies as sent: one statement per
         :data:`ENQUEUE_CHUNK` (a round of sends), not one commit each."""
