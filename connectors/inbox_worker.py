@@ -21,16 +21,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from connectors.pacing import Pacing
 from errors import LaporError, is_retriable
 
 log = logging.getLogger(__name__)
 
 #: Bodies leased per round.
 BATCH = 128
-#: Bodies handled at once: more overlap their store round trips (and fill the outbox's group
-#: commits), but each costs about a millisecond of CPU on the event loop and the handlers
-#: ready at once run back to back, so requests arriving meanwhile wait behind them.
-CONCURRENCY = 8
+#: Bodies handled at once, adapted between these (:class:`connectors.pacing.Pacing`): more
+#: overlap their store round trips (and fill the outbox's group commits), but each costs about
+#: a millisecond of CPU on the event loop, so while webhooks arrive the worker keeps the loop's
+#: lag under LAG_TARGET_S and, when they stop, drains the backlog with all it has.
+MIN_CONCURRENCY = 2
+MAX_CONCURRENCY = 64
+LAG_TARGET_S = 0.001
 #: How long a lease lasts: a body held by a killed process is handled again after this.
 LEASE_S = 30.0
 #: How often an idle worker looks for bodies another instance kept.
@@ -77,6 +81,11 @@ class Inbox(Protocol):
         """Set whenever a body for ``connector`` is kept."""
         ...
 
+    @property
+    def puts(self) -> int:
+        """Puts asked for since start (webhook traffic)."""
+        ...
+
 
 class InboxWorker:
     """Drains ``connector``'s kept bodies through ``handle(body, received_at)``."""
@@ -85,7 +94,7 @@ class InboxWorker:
                  order_key: Callable[[bytes], str],
                  on_error: Callable[[bytes, Exception], Awaitable[object]], *,
                  batch: int = BATCH, lease_s: float = LEASE_S,
-                 concurrency: int = CONCURRENCY) -> None:
+                 concurrency: tuple[int, int] = (MIN_CONCURRENCY, MAX_CONCURRENCY)) -> None:
         self._inbox = inbox
         self._connector = connector
         self._handle = handle
@@ -93,18 +102,27 @@ class InboxWorker:
         self._on_error = on_error
         self._batch = batch
         self._lease_s = lease_s
-        self._concurrency = concurrency
+        self._puts_seen = 0
+        self.pacing = Pacing(low=concurrency[0], high=concurrency[1], target_s=LAG_TARGET_S,
+                             quiet=self._no_webhooks_since)
         self._task: asyncio.Task[None] | None = None
         self._held: list[int] = []
         #: Bodies handled and dead-lettered since start (for tests and the dashboard).
         self.handled = 0
         self.failed = 0
 
+    def _no_webhooks_since(self) -> bool:
+        """No webhook arrived since the last call: no answer to keep fast."""
+        before, self._puts_seen = self._puts_seen, self._inbox.puts
+        return self._puts_seen == before
+
     def start(self) -> None:
+        self.pacing.start()
         self._task = asyncio.create_task(self._run(), name=f"{self._connector}-inbox")
 
     async def stop(self) -> None:
         """Stop after giving back the bodies leased and not handled yet."""
+        await self.pacing.stop()
         if self._task is None:
             return
         self._task.cancel()
@@ -151,12 +169,11 @@ class InboxWorker:
             groups.setdefault(self._order_key(item.body), []).append(item)
         handled: list[int] = []
         stopped: list[LaporError] = []
-        gate = asyncio.Semaphore(self._concurrency)
 
         async def run(group: list[Kept]) -> None:
             for item in group:
                 try:
-                    async with gate:
+                    async with self.pacing:
                         await self._handle(item.body,
                                            datetime.fromtimestamp(item.received_us / 1e6, UTC))
                     self.handled += 1

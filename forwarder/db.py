@@ -108,8 +108,13 @@ def _sqlite_error(exc: Exception) -> Exception:
     return StoreError(f"sqlite: {exc}")
 
 
-#: SQLite page cache per connection, KiB.
+#: SQLite page cache of the reader connection, KiB: the near-duplicate index's hot keys and
+#: rows, and the status lookups.
 SQLITE_CACHE_KIB = 64 * 1024
+#: ... of the writer connection: appends and the outbox's claims touch few pages again (the
+#: rest of a page's life is in the OS page cache), so every page it ever touched need not stay
+#: in the process.
+SQLITE_WRITER_CACHE_KIB = 16 * 1024
 #: ... of a sibling store (the webhook inbox: a queue, appended and deleted, never searched).
 SQLITE_SIBLING_CACHE_KIB = 2 * 1024
 
@@ -175,7 +180,7 @@ class SqliteDatabase(Database):
     async def open(cls, path: Path, *, reader: bool = True,
                    cache_kib: int = SQLITE_CACHE_KIB) -> SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await _sqlite_connect(path, cache_kib=cache_kib)
+        conn = await _sqlite_connect(path, cache_kib=min(cache_kib, SQLITE_WRITER_CACHE_KIB))
         try:
             return cls(conn, await _sqlite_connect(path, cache_kib=cache_kib, query_only=True)
                        if reader else None,
@@ -237,9 +242,9 @@ async def _sqlite_connect(path: Path, *, cache_kib: int,
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=10000")
         await conn.execute("PRAGMA foreign_keys=ON")
-        # The near-duplicate index's hot keys and rows stay in memory: a 64 MiB page cache
-        # (the default is 2 MiB). No memory map: a read fault on a mapped page (I/O error,
-        # a full tmpfs) would kill the process with SIGBUS instead of raising an error.
+        # A page cache of cache_kib (SQLITE_*_CACHE_KIB; the default is 2 MiB). No memory
+        # map: a read fault on a mapped page (I/O error, a full tmpfs) would kill the process
+        # with SIGBUS instead of raising an error.
         await conn.execute(f"PRAGMA cache_size=-{cache_kib}")
         if query_only:
             await conn.execute("PRAGMA query_only=1")

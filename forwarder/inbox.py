@@ -61,6 +61,9 @@ class Inbox:
         self._writer: asyncio.Task[None] | None = None
         self._pending = 0
         self._arrived: dict[str, asyncio.Event] = {}
+        #: Puts asked for since start, refused or not: webhook traffic (the workers pace
+        #: themselves by it).
+        self.puts = 0
         #: Asked before each put: the refusal to raise while what is behind the inbox is full.
         self.admission: Callable[[], Awaitable[StoreUnavailable | None]] | None = None
 
@@ -88,6 +91,7 @@ class Inbox:
 
         Raises ``StoreUnavailable`` when the inbox is full or the store is down (answer 503:
         the sender redelivers)."""
+        self.puts += 1
         if self._writer is None or self._writer.done():
             raise StoreError("inbox writer is not running")
         if self._pending >= self._max_pending:

@@ -228,7 +228,7 @@ class Producer:
 
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
-KEY_HASH_CACHE = 65536  # complaint ids whose partition hash is kept
+KEY_HASH_CACHE = 4096  # recent keys whose partition hash is kept (a retried batch's)
 
 
 class _KeyHashCache:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gc
 import logging
 import signal
 import sys
@@ -161,6 +162,15 @@ def _run(main: Coroutine[Any, Any, int], *, use_uvloop: bool) -> int:
         return runner.run(main)
 
 
+def freeze_startup_objects() -> None:
+    """Move what startup built (rules, gazetteer, schemas, libraries' modules: the bulk of the
+    heap, kept for the process's life) out of the cyclic garbage collector's sight
+    (:func:`gc.freeze`). Every full collection used to walk all of it: about 100 ms, every few
+    seconds under load, which was the p99 of webhook answers."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings, roles: frozenset[Role]) -> int:
     """Run the app until SIGTERM/SIGINT, then shut down gracefully."""
     app = create_app(settings, roles)
@@ -170,6 +180,7 @@ async def serve(settings: Settings, roles: frozenset[Role]) -> int:
     try:
         site = web.TCPSite(runner, settings.gateway.host, settings.gateway.port)
         await site.start()
+        freeze_startup_objects()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else settings.gateway.port

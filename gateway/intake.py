@@ -28,6 +28,7 @@ from gateway.attachments import AttachmentStore
 from gateway.lifecycle import Lifecycle, Withdrawal, WithdrawResult, withdraw_text
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from gateway.status import StatusService
+from gateway.turns import Turns
 from normalizer.dedup import apply, decide, fingerprint_of, region_of
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.normalize import normalize
@@ -112,6 +113,7 @@ class GatewayIntake:
         self._attachments = attachments
         self._status = status
         self._replies = replies
+        self._turns = Turns()
 
     async def refusal(self) -> StoreUnavailable | None:
         """The refusal new complaints get now (the outbox past its bound), or None."""
@@ -139,7 +141,8 @@ class GatewayIntake:
                 return IntakeResult(cid, known.tracking_code, True)
             INTAKE_TOTAL.labels(raw.channel, "refused_full").inc()
             raise self._backlog.refusal()
-        complaint = self._normalize(raw, cid)
+        async with self._turns():
+            complaint = self._normalize(raw, cid)
         fingerprint: Fingerprint | None = None
         keys: list[int] = []
         if self._near is not None and complaint.thread_of is None:
@@ -200,7 +203,8 @@ class GatewayIntake:
 
     async def _fingerprint(self, complaint: Complaint) -> Fingerprint:
         if len(complaint.title) + len(complaint.body) <= FINGERPRINT_INLINE_CHARS:
-            return fingerprint_of(complaint, self._router)
+            async with self._turns():
+                return fingerprint_of(complaint, self._router)
         return await asyncio.to_thread(fingerprint_of, complaint, self._router)
 
     @staticmethod

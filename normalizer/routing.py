@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from errors import ConfigError
 from normalizer.schema import Classification
-from normalizer.text import routing_text
+from normalizer.text import TEXT_CACHE, routing_text
 
 CLASSIFICATION_FILE = "rules/classification.toml"
 AGENCIES_FILE = "rules/agencies.toml"
@@ -578,6 +578,10 @@ class Router:
         self.categories = dict(classification.categories)
         self.agencies = dict(agencies.agencies)
         self.gazetteer = Gazetteer(gazetteer)
+        # Normalising a complaint and fingerprinting it vote on the same routing text: the
+        # votes are remembered for the last few texts (the results are never mutated).
+        self._classify = lru_cache(maxsize=TEXT_CACHE)(self._classify_rtext)
+        self._category_vote = lru_cache(maxsize=TEXT_CACHE)(self._category_vote_rtext)
 
     @classmethod
     def from_files(cls, classification: Path | Traversable | None = None,
@@ -602,7 +606,7 @@ class Router:
         """pengaduan / aspirasi / permintaan_informasi (the default when nothing matches)."""
         return self._classify(routing_text(text))
 
-    def _classify(self, rtext: str) -> Decision:
+    def _classify_rtext(self, rtext: str) -> Decision:
         votes, best = _vote(self._class_rules, rtext)
         default = self.default_classification
         scores = {default.value: default.score}  # first, so that a tie goes to the default
@@ -620,7 +624,7 @@ class Router:
         words = routing_text(text).split()
         rtext = " ".join(words)
         classification = self._classify(rtext)
-        cat_scores, cat_best = _vote(self._category_rules, rtext)
+        cat_scores, cat_best = self._category_vote(rtext)
         cat_value = _winner(cat_scores)
         category = None
         if cat_value is not None:
@@ -634,6 +638,9 @@ class Router:
         if region is None:
             region = self.gazetteer.resolve(places)
         return Routing(classification, category, agency, region, places)
+
+    def _category_vote_rtext(self, rtext: str) -> tuple[dict[str, float], _Best]:
+        return _vote(self._category_rules, rtext)
 
     def _agency(self, rtext: str, cat_scores: dict[str, float],
                 cat_best: dict[str, tuple[_Rule, str]]) -> Decision | None:
@@ -654,7 +661,7 @@ class Router:
 
     def category_scores(self, text: str) -> dict[str, float]:
         """Every matching category with its score (the weights of its matching rules)."""
-        return _vote(self._category_rules, routing_text(text))[0]
+        return dict(self._category_vote(routing_text(text))[0])
 
     def region(self, text: str) -> Decision | None:
         """The region code of the places named in ``text``, or None."""

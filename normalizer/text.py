@@ -133,6 +133,12 @@ def _squash(word: str) -> str:
     return _REPEATS.sub(r"\1", word)
 
 
+#: Texts whose plain and routing forms are remembered: normalising a complaint and
+#: fingerprinting it read the same text up to five times, one right after the other.
+TEXT_CACHE = 64
+
+
+@lru_cache(maxsize=TEXT_CACHE)
 def plain_text(text: str, *, keep_mentions: bool = False, keep_questions: bool = False) -> str:
     """Steps 1–3 of the pipeline: lower-case words without markup, links, emoji or punctuation.
 
@@ -162,6 +168,7 @@ def expand_abbreviations(words: list[str]) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=TEXT_CACHE)
 def routing_text(text: str) -> str:
     """The text that routing rules and the gazetteer read: :func:`plain_text` with @mentions and
     question marks kept and abbreviations expanded, but every word still as written (no

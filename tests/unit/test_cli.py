@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import freeze_startup_objects, main
 
 
 def test_bad_config_value_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,3 +71,12 @@ def test_bad_alert_webhook_is_refused(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("LAPOR_OPS__ALERT_WEBHOOK_URL", "ftp://chat.example/hook")
     assert main(["run"]) == 2
     assert "ops.alert_webhook_url" in capsys.readouterr().err
+
+
+def test_startup_objects_leave_the_collectors_sight() -> None:
+    """What startup built is frozen: full collections no longer walk it (the webhook p99)."""
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

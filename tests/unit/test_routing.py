@@ -250,3 +250,12 @@ def test_the_prefilter_never_changes_a_decision(router: Router) -> None:
         assert any(rule.starts is not None for rule in rules)
         rules[:] = [dataclasses.replace(rule, starts=None) for rule in rules]
     assert [slow_router.route(text) for text in texts] == fast
+
+
+def test_remembered_votes_are_not_shared_with_callers() -> None:
+    router = default_router()
+    text = "Jalan rusak parah di Jl. Juanda Samarinda, lubang besar membahayakan pengendara."
+    scores = router.category_scores(text)
+    assert scores
+    scores.clear()  # a caller changing its copy changes nothing for the next complaint
+    assert router.category_scores(text) and router.route(text).category is not None
