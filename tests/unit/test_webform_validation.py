@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from connectors import webform
 from connectors.webform import BODY_MIN, CSRF_MAX_AGE_S, LIMITS, CsrfGuard, validate_fields
+from normalizer.normalize import indonesian_today
 
 VALID = {
     "submission_id": "0123456789abcdef0123456789abcdef",
@@ -84,11 +85,14 @@ def test_bad_submission_id(submission_id: str | None) -> None:
 
 
 def test_future_tanggal_kejadian() -> None:
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    # "Today" is Indonesia's latest date (WIT, UTC+9), not the machine's: from 15:00 UTC the
+    # machine's tomorrow is already today in Papua, and not in the future.
+    today = indonesian_today(datetime.now(UTC))
+    tomorrow = (today + timedelta(days=1)).isoformat()
     errors = validate_fields(_form(tanggal_kejadian=tomorrow))
     assert set(errors) == {"tanggal_kejadian"}
     assert "masa depan" in errors["tanggal_kejadian"]
-    assert validate_fields(_form(tanggal_kejadian=date.today().isoformat())) == {}
+    assert validate_fields(_form(tanggal_kejadian=today.isoformat())) == {}
 
 
 @pytest.mark.parametrize("value", ["kemarin", "01/05/2024", "2024-02-30"])
