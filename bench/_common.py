@@ -362,20 +362,28 @@ class Gateway:
         self.process.stop()
         self.graph.stop()
 
-    def wait_idle(self, within: float = 600.0) -> None:
-        """Wait until the outbox has nothing pending (the previous load went all the way
-        through), so one phase's backlog does not slow the next one down."""
-        deadline = time.monotonic() + within
+    def pending(self, queues: Sequence[str] = ("inbox", "outbox")) -> int:
+        """What ``queues`` hold now, as ``/readyz`` reports it."""
 
-        async def pending() -> int:
+        async def read() -> int:
             async with aiohttp.ClientSession() as session, \
                     session.get(f"{self.url}/readyz") as response:
                 body = await response.json()
-                return sum(int(body.get(queue, {}).get("pending", 0))
-                           for queue in ("inbox", "outbox"))
+                return sum(int(body.get(queue, {}).get("pending", 0)) for queue in queues)
 
-        while time.monotonic() < deadline and asyncio.run(pending()) > 0:
+        return asyncio.run(read())
+
+    def wait_idle(self, within: float = 600.0,
+                  queues: Sequence[str] = ("inbox", "outbox")) -> bool:
+        """Wait until ``queues`` (``/readyz``) have nothing pending (the previous load went all
+        the way through), so one phase's backlog does not slow the next one down. False when
+        ``within`` seconds were not enough."""
+        deadline = time.monotonic() + within
+        while self.pending(queues) > 0:
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.5)
+        return True
 
 
 def start_gateway(data_dir: Path, *, extra_env: Mapping[str, str] | None = None,

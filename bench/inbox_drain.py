@@ -17,21 +17,13 @@ source tree first.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from _common import ROOT, load, start_gateway, table
 
-POLL_S = 0.5
 DEADLINE_S = 900.0
-
-
-def pending(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/readyz", timeout=10) as response:
-        return int(json.loads(response.read())["inbox"]["pending"])
 
 
 def measure(tree: Path, *, seconds: float, concurrency: int) -> tuple[int, int, float]:
@@ -41,12 +33,10 @@ def measure(tree: Path, *, seconds: float, concurrency: int) -> tuple[int, int, 
         try:
             result = load(gateway.url + "/webhooks/whatsapp", concurrency=concurrency,
                           seconds=seconds)
-            backlog = pending(gateway.url)
+            backlog = gateway.pending(("inbox",))
             started = time.monotonic()
-            while pending(gateway.url) > 0:
-                if time.monotonic() - started > DEADLINE_S:
-                    raise SystemExit(f"{tree}: inbox not empty after {DEADLINE_S:.0f} s")
-                time.sleep(POLL_S)
+            if not gateway.wait_idle(DEADLINE_S, queues=("inbox",)):
+                raise SystemExit(f"{tree}: inbox not empty after {DEADLINE_S:.0f} s")
             return result.ok, backlog, time.monotonic() - started
         finally:
             gateway.stop()

@@ -228,7 +228,7 @@ class Producer:
 
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
-KEY_HASH_CACHE = 4096  # recent keys whose partition hash is kept (a retried batch's)
+KEY_HASH_CACHE = 4096  # recent keys whose hash is kept (a receipt follows in seconds)
 
 
 class _KeyHashCache:
