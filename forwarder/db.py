@@ -1,4 +1,5 @@
-"""One small database interface over SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg).
+"""One small database interface over SQLite (``sqlite3`` on a thread per connection, WAL) and
+PostgreSQL (asyncpg).
 
 SQL is written once with PostgreSQL's ``$1`` placeholders; the SQLite backend rewrites them to
 ``?1``. Rows come back as tuples. Driver errors are translated to :mod:`errors` types here.
@@ -12,19 +13,22 @@ import asyncio
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
 import asyncpg
 
 from errors import StoreError, StoreUnavailable
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
+#: A transaction body for :meth:`Database.run_transaction`.
+Body = Callable[["Executor"], Awaitable[T]]
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 MIGRATION_LOCK_ID = 0x4C41504F52  # "LAPOR": the advisory lock that serialises migrations
 
@@ -54,6 +58,14 @@ class Database(Executor):
     @abstractmethod
     def transaction(self) -> Any:
         """``async with db.transaction() as tx:``: statements on ``tx`` commit together."""
+
+    async def run_transaction(self, body: Body[T]) -> T:
+        """Run ``body(tx)`` in one transaction and return what it returns (rolled back if it
+        raises). ``body`` may await nothing but statements on ``tx``: SQLite runs it whole on
+        the connection's thread, one trip from the event loop, so the write lock is held only
+        for as long as the statements take, not for the event loop's turns between them."""
+        async with self.transaction() as tx:
+            return await body(tx)
 
     @abstractmethod
     async def close(self) -> None:
@@ -136,26 +148,132 @@ def _sqlite_sql(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
-class _SqliteTx(Executor):
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+def _sqlite_fetch(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
+    """Run one statement on ``conn`` (on its thread); every row, as tuples."""
+    try:
+        return conn.execute(_sqlite_sql(sql), args).fetchall()
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc) from exc
+
+
+class _SqliteThread:
+    """One ``sqlite3`` connection and the one thread that uses it. Calls run there one at a
+    time, in the order they were made; the event loop awaits each (one trip: a hand-off to
+    the thread and a wake-up back)."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{name}")
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path, *, cache_kib: int, query_only: bool = False
+                   ) -> _SqliteThread:
+        thread = cls(f"{path.stem}{'-reader' if query_only else ''}")
+        try:
+            await thread.call(thread._open, path, cache_kib, query_only)
+        except sqlite3.Error as exc:
+            await thread.close()
+            raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+        return thread
+
+    def _open(self, path: Path, cache_kib: int, query_only: bool) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # A page cache of cache_kib (SQLITE_*_CACHE_KIB; the default is 2 MiB). No memory
+            # map: a read fault on a mapped page (I/O error, a full tmpfs) would kill the
+            # process with SIGBUS instead of raising an error.
+            conn.execute(f"PRAGMA cache_size=-{cache_kib}")
+            if query_only:
+                conn.execute("PRAGMA query_only=1")
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
-    async def execute(self, sql: str, *args: Any) -> None:
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection: to be used only by functions running in :meth:`call`."""
+        if self._conn is None:
+            raise StoreError("sqlite: the connection is closed")
+        return self._conn
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the connection's thread."""
         try:
-            await self._conn.execute(_sqlite_sql(sql), args)
-        except sqlite3.Error as exc:
-            raise _sqlite_error(exc) from exc
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except RuntimeError as exc:  # the thread was shut down
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    async def fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        return await self.call(_sqlite_fetch, self.conn, sql, args)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.call(conn.close)
+        self._pool.shutdown(wait=False)
+
+
+class _SqliteTx(Executor):
+    """Statements of a transaction (or lone statements) sent from the event loop: one trip
+    to the connection's thread each."""
+
+    def __init__(self, thread: _SqliteThread) -> None:
+        self._thread = thread
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._thread.fetch(sql, args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            # One hop to the connection's thread (execute, fetch and close would be three).
-            return [tuple(r) for r in await self._conn.execute_fetchall(_sqlite_sql(sql), args)]
-        except sqlite3.Error as exc:
-            raise _sqlite_error(exc) from exc
+        return await self._thread.fetch(sql, args)
 
     async def execute_script(self, script: str) -> None:
         for statement in _split_sql(script):
             await self.execute(statement)
+
+
+class _InThreadTx(Executor):
+    """The statements of a :meth:`Database.run_transaction` body, run where the body runs (on
+    the connection's thread): each await completes at once."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        _sqlite_fetch(self._conn, sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return _sqlite_fetch(self._conn, sql, args)
+
+
+def _run_body(conn: sqlite3.Connection, body: Body[T]) -> T:
+    """One whole transaction on the connection's thread: BEGIN, ``body``, COMMIT."""
+    _sqlite_fetch(conn, "BEGIN IMMEDIATE", ())
+    try:
+        result = _complete(body(_InThreadTx(conn)))
+        _sqlite_fetch(conn, "COMMIT", ())
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _complete(step: Awaitable[T]) -> T:
+    """The result of a coroutine whose awaits all complete at once (an :class:`_InThreadTx`
+    body), without an event loop."""
+    assert isinstance(step, Coroutine)
+    coroutine: Coroutine[Any, Any, T] = step
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise StoreError("a transaction body awaited something other than its statements")
 
 
 class SqliteDatabase(Database):
@@ -163,16 +281,16 @@ class SqliteDatabase(Database):
     and of the machine. One writer connection, whose transactions an asyncio lock orders, and
     one reader connection for plain ``SELECT``s outside a transaction: WAL lets it read the
     last committed state while a write is in progress, so a lookup never waits for the
-    writer's queue."""
+    writer's queue. Each connection has a thread of its own (``sqlite3`` blocks)."""
 
     dialect = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection, reader: aiosqlite.Connection | None,
+    def __init__(self, writer: _SqliteThread, reader: _SqliteThread | None,
                  path: Path) -> None:
-        self._conn = conn
-        self._reader_conn = reader
+        self._writer = writer
+        self._reader_thread = reader
         self._reader = _SqliteTx(reader) if reader is not None else None
-        self._tx = _SqliteTx(conn)
+        self._tx = _SqliteTx(writer)
         self._lock = asyncio.Lock()
         self._path = path
 
@@ -180,13 +298,15 @@ class SqliteDatabase(Database):
     async def open(cls, path: Path, *, reader: bool = True,
                    cache_kib: int = SQLITE_CACHE_KIB) -> SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await _sqlite_connect(path, cache_kib=min(cache_kib, SQLITE_WRITER_CACHE_KIB))
+        writer = await _SqliteThread.open(path,
+                                          cache_kib=min(cache_kib, SQLITE_WRITER_CACHE_KIB))
         try:
-            return cls(conn, await _sqlite_connect(path, cache_kib=cache_kib, query_only=True)
+            return cls(writer, await _SqliteThread.open(path, cache_kib=cache_kib,
+                                                        query_only=True)
                        if reader else None,
                        path)
         except BaseException:
-            await conn.close()
+            await writer.close()
             raise
 
     async def sibling(self, name: str) -> Database:
@@ -211,47 +331,24 @@ class SqliteDatabase(Database):
             try:
                 yield self._tx
             except BaseException:
-                try:
-                    await self._conn.rollback()
-                except sqlite3.Error:
-                    pass
+                with suppress(StoreError):
+                    await self._tx.execute("ROLLBACK")
                 raise
             try:
-                await self._conn.commit()
-            except sqlite3.Error as exc:
-                try:  # never leave the shared connection inside a transaction
-                    await self._conn.rollback()
-                except sqlite3.Error:
-                    pass
-                raise _sqlite_error(exc) from exc
+                await self._tx.execute("COMMIT")
+            except StoreError:
+                with suppress(StoreError):  # never leave the connection inside a transaction
+                    await self._tx.execute("ROLLBACK")
+                raise
+
+    async def run_transaction(self, body: Body[T]) -> T:
+        async with self._lock:
+            return await self._writer.call(_run_body, self._writer.conn, body)
 
     async def close(self) -> None:
-        if self._reader_conn is not None:
-            await self._reader_conn.close()
-        await self._conn.close()
-
-
-async def _sqlite_connect(path: Path, *, cache_kib: int,
-                          query_only: bool = False) -> aiosqlite.Connection:
-    try:
-        conn = await aiosqlite.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
-    try:
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA busy_timeout=10000")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        # A page cache of cache_kib (SQLITE_*_CACHE_KIB; the default is 2 MiB). No memory
-        # map: a read fault on a mapped page (I/O error, a full tmpfs) would kill the process
-        # with SIGBUS instead of raising an error.
-        await conn.execute(f"PRAGMA cache_size=-{cache_kib}")
-        if query_only:
-            await conn.execute("PRAGMA query_only=1")
-    except sqlite3.Error as exc:
-        await conn.close()
-        raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
-    return conn
+        if self._reader_thread is not None:
+            await self._reader_thread.close()
+        await self._writer.close()
 
 
 def _is_query(sql: str) -> bool:

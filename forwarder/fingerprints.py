@@ -128,8 +128,7 @@ class FingerprintIndex:
         """Index a complaint in a transaction of its own (idempotent: a complaint already
         indexed is left as it is). Returns True when it was new. The intake indexes through
         :func:`record_many` in the outbox's group commit instead."""
-        async with self._db.transaction() as tx:
-            new = await record_many(tx, [entry])
+        new = await self._db.run_transaction(lambda tx: record_many(tx, [entry]))
         # Committed: the next complaints' lookups will find it; keep it for them.
         for seq, kept in new:
             self._keep(seq, StoredFingerprint(kept.complaint_id, kept.cluster_id,

@@ -147,9 +147,8 @@ class Inbox:
             values = row_placeholders(len(batch), 4)
             args = [v for put in batch for v in (put.connector, put.body, put.received_us, 0)]
             try:
-                async with self._db.transaction() as tx:
-                    await tx.execute("INSERT INTO webhook_inbox (connector, body, received_us,"
-                                     f" lease_until_us) VALUES {values}", *args)
+                await self._db.execute("INSERT INTO webhook_inbox (connector, body,"
+                                       f" received_us, lease_until_us) VALUES {values}", *args)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 for put in batch:
                     if not put.future.done():

@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -131,13 +132,11 @@ class Outbox:
             batch = await next_group(self._queue, MAX_GROUP)
             try:
                 try:
-                    async with self._db.transaction() as tx:
-                        results = await self._insert_batch(tx, batch)
-                        await _index(tx, batch, results)
+                    results = await self._db.run_transaction(
+                        partial(self._write_group, batch=batch))
                 except _NeedsOneByOne:
-                    async with self._db.transaction() as tx:
-                        results = [await self._insert(tx, request) for request in batch]
-                        await _index(tx, batch, results)
+                    results = await self._db.run_transaction(
+                        partial(self._write_each, batch=batch))
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 if len(batch) > 1 and not is_retriable(exc):
                     # One bad request must not fail the others: commit each on its own.
@@ -156,9 +155,8 @@ class Outbox:
 
     async def _write_one(self, request: _Request) -> None:
         try:
-            async with self._db.transaction() as tx:
-                result = await self._insert(tx, request)
-                await _index(tx, [request], [result])
+            result = (await self._db.run_transaction(
+                partial(self._write_each, batch=[request])))[0]
         except Exception as exc:  # noqa: BLE001 - the waiter hears of it
             if not request.future.done():
                 request.future.set_exception(exc)
@@ -167,6 +165,18 @@ class Outbox:
             request.future.set_result(result)
         if not result.duplicate:
             self.new_entries.set()
+
+    async def _write_group(self, tx: Executor, batch: list[_Request]) -> list[Added]:
+        """A group's transaction: the fast path (:meth:`_insert_batch`) and its index rows."""
+        results = await self._insert_batch(tx, batch)
+        await _index(tx, batch, results)
+        return results
+
+    async def _write_each(self, tx: Executor, batch: list[_Request]) -> list[Added]:
+        """A group's transaction one request at a time (tracking-code collisions resolved)."""
+        results = [await self._insert(tx, request) for request in batch]
+        await _index(tx, batch, results)
+        return results
 
     async def _insert_batch(self, tx: Executor, batch: list[_Request]) -> list[Added]:
         """The whole group in three statements (known ids, recent repeats, one multi-row
@@ -185,7 +195,7 @@ class Outbox:
             *ids)}
         now = now_us()
         # (channel, account, sender, text hash) -> earlier complaints, oldest first. One query
-        # per (channel, account) in the group, on the outbox_sender_text index.
+        # per (channel, account) in the group.
         repeats: dict[tuple[str, str, str, str], list[tuple[str, str, int]]] = {}
         checks: dict[tuple[str, str], list[_Request]] = {}
         for r in batch:
@@ -195,14 +205,12 @@ class Outbox:
             senders = list(dict.fromkeys(r.sender_key for r in requests))
             hashes = list(dict.fromkeys(r.text_hash for r in requests))
             oldest = now - int(max(r.repeat_window_s for r in requests) * 1_000_000)
-            for row in await tx.fetch(
-                    "SELECT id, tracking_code, sender_key, text_hash, created_us FROM outbox"
-                    " WHERE channel = $1 AND account = $2 AND created_us >= $3"
-                    f" AND sender_key IN ({placeholders(len(senders), 4)})"
-                    f" AND text_hash IN ({placeholders(len(hashes), 4 + len(senders))})"
-                    " ORDER BY created_us", channel, account, oldest, *senders, *hashes):
+            for row in await tx.fetch(repeats_sql(len(senders), len(hashes)),
+                                      channel, account, oldest, *senders, *hashes):
                 repeats.setdefault((channel, account, row[2], row[3]), []).append(
                     (row[0], row[1], int(row[4])))
+        for earlier in repeats.values():
+            earlier.sort(key=lambda repeat: repeat[2])
         results: list[Added | None] = []
         rows: list[tuple[object, ...]] = []
         for request in batch:
@@ -304,9 +312,11 @@ class Outbox:
         claim = _CLAIM_POSTGRESQL if self._db.dialect == "postgresql" else _CLAIM_SQLITE
         if not published:
             return await self._claim(self._db, claim, limit, lease_s)
-        async with self._db.transaction() as tx:
+        async def mark_and_claim(tx: Executor) -> list[DueEntry]:
             await self._mark_published(tx, published)
             return await self._claim(tx, claim, limit, lease_s)
+
+        return await self._db.run_transaction(mark_and_claim)
 
     @staticmethod
     async def _claim(db: Executor, claim: str, limit: int, lease_s: float) -> list[DueEntry]:
@@ -560,6 +570,18 @@ _CLAIM_POSTGRESQL = (
     "  ORDER BY next_attempt_us LIMIT $3 FOR UPDATE SKIP LOCKED) due"
     " WHERE o.id = due.id"
     " RETURNING o.id, o.payload, o.attempts")
+
+
+def repeats_sql(senders: int, hashes: int) -> str:
+    """The earlier complaints of a group's senders with a group's texts, within the window
+    (``$1`` channel, ``$2`` account, ``$3`` oldest ``created_us``, then the senders, then the
+    text hashes). An index search on outbox_sender_text; sorted by the caller, since an ORDER
+    BY created_us made SQLite walk the (channel, created_us) index over the whole window
+    instead (8.8 ms against 0.4 ms a group with 6,000 entries, and growing with the outbox)."""
+    return ("SELECT id, tracking_code, sender_key, text_hash, created_us FROM outbox"
+            " WHERE channel = $1 AND account = $2 AND created_us >= $3"
+            f" AND sender_key IN ({placeholders(senders, 4)})"
+            f" AND text_hash IN ({placeholders(hashes, 4 + senders)})")
 
 
 class _NeedsOneByOne(Exception):

@@ -122,16 +122,19 @@ class CentralStore:
         """
         if not complaints:
             return {}
-        stored_us = now_us()
-        rows = [(c.id, c.tracking_code, c.channel, c.audit.account, c.native_id,
-                 utc_text(c.received_at), stored_us, c.classification.value, c.agency,
-                 c.location.region_code if c.location else None, c.confidential,
-                 c.reporter.anonymous, c.to_json().decode(), *self._receipt_due(c.received_at))
-                for c in complaints]
-        inserted: set[str] = set()
-        async with self._db.transaction() as tx:
-            # Multi-row statements, not one per complaint: on SQLite each statement is a round
-            # trip to the connection's thread. Chunked below both drivers' parameter limits.
+
+        async def write(tx: Executor) -> dict[str, Stored]:
+            # The rows are made here: on SQLite on the connection's thread, off the event
+            # loop. Multi-row statements, not one per complaint, chunked below both drivers'
+            # parameter limits.
+            stored_us = now_us()
+            rows = [(c.id, c.tracking_code, c.channel, c.audit.account, c.native_id,
+                     utc_text(c.received_at), stored_us, c.classification.value, c.agency,
+                     c.location.region_code if c.location else None, c.confidential,
+                     c.reporter.anonymous, c.to_json().decode(),
+                     *self._receipt_due(c.received_at))
+                    for c in complaints]
+            inserted: set[str] = set()
             for chunk in range(0, len(rows), INSERT_CHUNK):
                 part = rows[chunk:chunk + INSERT_CHUNK]
                 inserted.update(row[0] for row in await tx.fetch(
@@ -147,14 +150,16 @@ class CentralStore:
                     )
             # What this INSERT wrote is known; read back only what was there before (a
             # replay, an edit, a colliding tracking code): a drain reads nothing back.
-            stored = {row[0]: Stored(row[0], row[1], Status.RECEIVED.value, row[12]) for row in rows
-                      if row[0] in inserted}
+            stored = {row[0]: Stored(row[0], row[1], Status.RECEIVED.value, row[12])
+                      for row in rows if row[0] in inserted}
             others = [c.id for c in complaints if c.id not in inserted or c.revisions]
             for chunk in range(0, len(others), INSERT_CHUNK):
                 ids = others[chunk:chunk + INSERT_CHUNK]
                 for row in await tx.fetch(_found_sql(len(ids)), *ids):
                     stored[row[0]] = Stored(row[0], row[1], row[2], str(row[3]))
-        return stored
+            return stored
+
+        return await self._db.run_transaction(write)
 
     async def find(self, code: str) -> Stored | None:
         """The stored complaint with this tracking code, if any."""

@@ -64,5 +64,3 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
     logging.getLogger("aiohttp.access").setLevel("WARNING")
     # httpx (python-telegram-bot's transport) logs every request URL, which holds the bot token.
     logging.getLogger("httpx").setLevel("WARNING")
-    # aiosqlite logs every statement with its parameters at DEBUG: complaints and contacts.
-    logging.getLogger("aiosqlite").setLevel("INFO")

@@ -50,7 +50,7 @@ def assert_no_pii(log_text: str) -> None:
 @pytest.fixture
 def debug_logging() -> Iterator[None]:
     """Logging as ``lapor-gateway --log-level DEBUG`` sets it up (levels restored after)."""
-    names = ["", "aiokafka", "aiohttp.access", "httpx", "aiosqlite"]
+    names = ["", "aiokafka", "aiohttp.access", "httpx"]
     levels = {name: logging.getLogger(name).level for name in names}
     setup_logging("DEBUG")
     yield

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import forwarder.outbox as outbox_module
-from forwarder.db import Database
-from forwarder.outbox import Outbox
+from errors import StoreError
+from forwarder.db import Database, Executor, open_database
+from forwarder.outbox import Outbox, repeats_sql
 from forwarder.store import CentralStore
 from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
@@ -70,6 +72,70 @@ async def test_one_group_commit_keeps_redeliveries_and_repeats_in_order(db: Data
     assert sorted(rows) == sorted([(earlier.complaint_id, earlier.tracking_code),
                                    (first.complaint_id, first.tracking_code),
                                    (other.complaint_id, other.tracking_code)])
+
+
+async def test_run_transaction_commits_the_body_and_returns_what_it_returns(
+        db: Database) -> None:
+    async def body(tx: Executor) -> list[str]:
+        await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ($1, $2, 1)",
+                         "a", "1")
+        await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ($1, $2, 1)",
+                         "b", "2")
+        return [row[0] for row in await tx.fetch("SELECT name FROM cursors ORDER BY name")]
+
+    assert await db.run_transaction(body) == ["a", "b"]
+    assert await db.fetch("SELECT name, value FROM cursors ORDER BY name") == \
+        [("a", "1"), ("b", "2")]
+
+
+async def test_run_transaction_rolls_back_when_the_body_fails(db: Database) -> None:
+    class Refused(Exception):
+        pass
+
+    async def body(tx: Executor) -> None:
+        await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('a', '1', 1)")
+        raise Refused
+
+    with pytest.raises(Refused):
+        await db.run_transaction(body)
+    async def duplicate(tx: Executor) -> None:  # a failing statement rolls back the earlier
+        await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('b', '1', 1)")
+        await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('b', '2', 1)")
+
+    with pytest.raises(StoreError):
+        await db.run_transaction(duplicate)
+    assert await db.fetch("SELECT name FROM cursors") == []
+    await db.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('c', '1', 1)")
+    assert await db.fetch("SELECT name FROM cursors") == [("c",)]  # not left in a transaction
+
+
+async def test_a_sqlite_transaction_body_may_await_only_its_statements(tmp_path: Path) -> None:
+    """SQLite runs the body on the connection's thread, where there is no event loop to wait
+    on: awaiting anything else is refused, and nothing of the body is committed."""
+    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
+    try:
+        async def body(tx: Executor) -> None:
+            await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('a', '1', 1)")
+            await asyncio.sleep(0)
+
+        with pytest.raises(StoreError, match="awaited something other"):
+            await db.run_transaction(body)
+        assert await db.fetch("SELECT name FROM cursors") == []
+    finally:
+        await db.close()
+
+
+async def test_the_repeat_lookup_searches_the_sender_text_index(tmp_path: Path) -> None:
+    """Not a walk over every entry of the window: that grew with the outbox."""
+    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
+    try:
+        sql = repeats_sql(3, 2)
+        plan = " ".join(str(row[-1]) for row in await db.fetch(
+            f"EXPLAIN QUERY PLAN {sql}", "whatsapp", "acct", 0, "s1", "s2", "s3", "h1", "h2"))
+    finally:
+        await db.close()
+    assert "USING INDEX outbox_sender_text (channel=? AND account=? AND sender_key=? AND " \
+        "text_hash=?" in plan, plan
 
 
 async def test_tracking_code_collision_gets_the_next_code(
