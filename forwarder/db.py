@@ -202,11 +202,13 @@ class _SqliteThread:
         return self._conn
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the connection's thread."""
+        """``fn(*args)`` on the connection's thread. A call once made runs even if the caller
+        is cancelled meanwhile (a queued ROLLBACK or COMMIT must not be dropped)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            job = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except RuntimeError as exc:  # the thread was shut down
             raise StoreError(f"sqlite: {exc}") from exc
+        return await asyncio.shield(job)
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
         return await self.call(_sqlite_fetch, self.conn, sql, args)
@@ -250,9 +252,19 @@ class _InThreadTx(Executor):
         return _sqlite_fetch(self._conn, sql, args)
 
 
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE on the writer. A transaction still open here was abandoned (which
+    :meth:`SqliteDatabase.transaction` and :meth:`_SqliteThread.call` should prevent): the
+    lock and the thread's order mean nobody else is in one, so it is rolled back, not
+    joined."""
+    if conn.in_transaction:
+        _sqlite_fetch(conn, "ROLLBACK", ())
+    _sqlite_fetch(conn, "BEGIN IMMEDIATE", ())
+
+
 def _run_body(conn: sqlite3.Connection, body: Body[T]) -> T:
     """One whole transaction on the connection's thread: BEGIN, ``body``, COMMIT."""
-    _sqlite_fetch(conn, "BEGIN IMMEDIATE", ())
+    _begin(conn)
     try:
         result = _complete(body(_InThreadTx(conn)))
         _sqlite_fetch(conn, "COMMIT", ())
@@ -327,8 +339,8 @@ class SqliteDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         async with self._lock:
-            await self._tx.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a task cancelled while it waits still rolls back
+                await self._writer.call(_begin, self._writer.conn)
                 yield self._tx
             except BaseException:
                 with suppress(StoreError):

@@ -125,6 +125,45 @@ async def test_a_sqlite_transaction_body_may_await_only_its_statements(tmp_path:
         await db.close()
 
 
+#: A statement that keeps SQLite's thread busy for a while (counting to three million).
+SLOW = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
+        " SELECT COUNT(*) FROM c")
+
+
+async def test_a_cancelled_transaction_never_leaves_the_writer_inside_it(tmp_path: Path) -> None:
+    """Cancelled twice (the second time while its ROLLBACK waits behind a long statement):
+    the ROLLBACK still runs, so the next writes commit instead of joining a transaction
+    that nobody will ever finish."""
+    url = f"sqlite:///{tmp_path}/lapor.db"
+    db = await open_database(url)
+    running = asyncio.Event()
+
+    async def abandoned() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('a', '1', 1)")
+            running.set()
+            await tx.fetch(SLOW)  # on the thread when the test resumes
+
+    try:
+        task = asyncio.create_task(abandoned())
+        await running.wait()
+        task.cancel()
+        await asyncio.sleep(0)  # the task's turn: its ROLLBACK is queued behind SLOW
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await db.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('b', '1', 1)")
+        assert await db.run_transaction(
+            lambda tx: tx.fetch("SELECT name FROM cursors")) == [("b",)]
+    finally:
+        await db.close()
+    reopened = await open_database(url)
+    try:
+        assert await reopened.fetch("SELECT name FROM cursors") == [("b",)]
+    finally:
+        await reopened.close()
+
+
 async def test_the_repeat_lookup_searches_the_sender_text_index(tmp_path: Path) -> None:
     """Not a walk over every entry of the window: that grew with the outbox."""
     db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
