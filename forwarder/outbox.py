@@ -10,7 +10,11 @@ stay after delivery for that reason.
 
 Publishing is lease-based: :meth:`claim_due` hands out pending rows whose ``next_attempt_us``
 has passed and pushes it forward by the receipt timeout, so an entry with no receipt in time is
-claimed (published) again, by this instance or any other sharing the database.
+claimed (published) again, by this instance or any other sharing the database. While this
+instance's publisher runs (:meth:`hand_over`), a new entry is committed already leased to it
+and handed over in memory with the JSON just written (:meth:`take_fresh`): no claim
+transaction, no second read of the payload, and what Kafka accepted is recorded in the next
+group commit (:meth:`note_published`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,6 +42,9 @@ T = TypeVar("T")
 MAX_GROUP = 256  # complaints per group commit: bounded so one transaction stays short
 MARK_CHUNK = 5000  # entries per publish-mark statement (below both drivers' parameter limits)
 CODE_ATTEMPTS = 8  # tracking-code collisions to resolve before giving up (50-bit codes)
+#: New entries handed to the publisher in memory at most (:meth:`Outbox.hand_over`); past it
+#: they are committed due, for a claim to find.
+HANDOVER_MAX = 10_000
 
 
 def now_us() -> int:
@@ -94,6 +102,41 @@ class Outbox:
         self._writer: asyncio.Task[None] | None = None
         #: Set whenever new entries are committed, so the publisher wakes at once.
         self.new_entries = asyncio.Event()
+        self._lease_us: int | None = None  # hand new entries over, leased for this long
+        self._fresh: deque[DueEntry] = deque()
+        self._marks: list[str] = []  # published, to record in the next group commit
+
+    def hand_over(self, lease_s: float | None) -> None:
+        """Commit new entries leased for ``lease_s`` to this instance's publisher, which takes
+        them with :meth:`take_fresh` (``None``: stop; entries not taken yet are published again
+        once their lease runs out, as a claimed entry would be)."""
+        self._lease_us = None if lease_s is None else int(lease_s * 1_000_000)
+        if lease_s is None:
+            self._fresh.clear()
+
+    @property
+    def has_fresh(self) -> bool:
+        """Whether entries wait in :meth:`take_fresh`."""
+        return bool(self._fresh)
+
+    def take_fresh(self, limit: int) -> list[DueEntry]:
+        """Up to ``limit`` handed-over entries, oldest first: committed, leased to the caller."""
+        fresh = self._fresh
+        return [fresh.popleft() for _ in range(min(limit, len(fresh)))]
+
+    def note_published(self, ids: Sequence[str]) -> None:
+        """Entries Kafka accepted: recorded (as :meth:`mark_published`) with the next group
+        commit, or by :meth:`flush_published`."""
+        self._marks.extend(ids)
+
+    async def flush_published(self) -> None:
+        """Record what :meth:`note_published` noted and no group commit recorded yet."""
+        marks, self._marks = self._marks, []
+        try:
+            await self.mark_published(marks)
+        except BaseException:
+            self._marks[:0] = marks
+            raise
 
     async def __aenter__(self) -> Outbox:
         self._writer = asyncio.create_task(self._write_loop(), name="outbox-writer")
@@ -101,6 +144,7 @@ class Outbox:
 
     async def __aexit__(self, *exc: object) -> None:
         await stop_group_writer(self._writer, self._queue, "outbox")
+        self.hand_over(None)
 
     async def add(self, complaint: Complaint, raw_payload: bytes, raw_content_type: str,
                   reply_hints: Mapping[str, str] | None = None,
@@ -130,14 +174,17 @@ class Outbox:
     async def _write_loop(self) -> None:
         while True:
             batch = await next_group(self._queue, MAX_GROUP)
+            lease_us = self._lease_us if len(self._fresh) < HANDOVER_MAX else None
+            marks, self._marks = self._marks, []
             try:
                 try:
-                    results = await self._db.run_transaction(
-                        partial(self._write_group, batch=batch))
+                    results, fresh = await self._db.run_transaction(
+                        partial(self._write_group, batch=batch, lease_us=lease_us, marks=marks))
                 except _NeedsOneByOne:
-                    results = await self._db.run_transaction(
-                        partial(self._write_each, batch=batch))
+                    results, fresh = await self._db.run_transaction(
+                        partial(self._write_each, batch=batch, lease_us=lease_us, marks=marks))
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
+                self._marks[:0] = marks
                 if len(batch) > 1 and not is_retriable(exc):
                     # One bad request must not fail the others: commit each on its own.
                     for request in batch:
@@ -147,16 +194,24 @@ class Outbox:
                     if not request.future.done():
                         request.future.set_exception(exc)
                 continue
+            self._hand(fresh)
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)
             if any(not r.duplicate for r in results):
                 self.new_entries.set()
 
+    def _hand(self, fresh: list[DueEntry]) -> None:
+        """Hand committed, leased entries over (unless the publisher stopped meanwhile: their
+        lease brings them back)."""
+        if self._lease_us is not None:
+            self._fresh.extend(fresh)
+
     async def _write_one(self, request: _Request) -> None:
         try:
-            result = (await self._db.run_transaction(
-                partial(self._write_each, batch=[request])))[0]
+            results, fresh = await self._db.run_transaction(
+                partial(self._write_each, batch=[request], lease_us=None, marks=[]))
+            result = results[0]
         except Exception as exc:  # noqa: BLE001 - the waiter hears of it
             if not request.future.done():
                 request.future.set_exception(exc)
@@ -166,19 +221,29 @@ class Outbox:
         if not result.duplicate:
             self.new_entries.set()
 
-    async def _write_group(self, tx: Executor, batch: list[_Request]) -> list[Added]:
-        """A group's transaction: the fast path (:meth:`_insert_batch`) and its index rows."""
-        results = await self._insert_batch(tx, batch)
+    async def _write_group(self, tx: Executor, batch: list[_Request], lease_us: int | None,
+                           marks: list[str]) -> tuple[list[Added], list[DueEntry]]:
+        """A group's transaction: the fast path (:meth:`_insert_batch`), its index rows and
+        the publish marks noted since the last one. Returns the results and, when
+        ``lease_us`` is given, the new entries, committed leased for that long."""
+        await self._mark_published(tx, marks)
+        fresh: list[DueEntry] = []
+        results = await self._insert_batch(tx, batch, lease_us, fresh)
         await _index(tx, batch, results)
-        return results
+        return results, fresh
 
-    async def _write_each(self, tx: Executor, batch: list[_Request]) -> list[Added]:
-        """A group's transaction one request at a time (tracking-code collisions resolved)."""
-        results = [await self._insert(tx, request) for request in batch]
+    async def _write_each(self, tx: Executor, batch: list[_Request], lease_us: int | None,
+                          marks: list[str]) -> tuple[list[Added], list[DueEntry]]:
+        """As :meth:`_write_group`, one request at a time (tracking-code collisions
+        resolved)."""
+        await self._mark_published(tx, marks)
+        fresh: list[DueEntry] = []
+        results = [await self._insert(tx, request, lease_us, fresh) for request in batch]
         await _index(tx, batch, results)
-        return results
+        return results, fresh
 
-    async def _insert_batch(self, tx: Executor, batch: list[_Request]) -> list[Added]:
+    async def _insert_batch(self, tx: Executor, batch: list[_Request], lease_us: int | None,
+                            fresh: list[DueEntry]) -> list[Added]:
         """The whole group in three statements (known ids, recent repeats, one multi-row
         INSERT; one more per extra channel account in the group) instead of two or three per
         complaint: on SQLite each statement is a round
@@ -232,19 +297,24 @@ class Outbox:
             known[complaint.id] = code
             if request.text_hash is not None:
                 repeats.setdefault(key, []).append((complaint.id, code, now))
+            payload = complaint.to_json()
             rows.append((complaint.id, code, complaint.channel, complaint.audit.account,
-                         complaint.native_id, complaint.to_json().decode(),
-                         request.raw_payload, request.raw_content_type, now, now,
+                         complaint.native_id, payload.decode(),
+                         request.raw_payload, request.raw_content_type, now,
+                         now if lease_us is None else now + lease_us,
+                         0 if lease_us is None else 1,
                          request.reply_hints, request.sender_key, complaint.thread_of,
                          request.text_hash))
+            if lease_us is not None:
+                fresh.append(DueEntry(complaint.id, payload, 1))
             results.append(None)
         if rows:
             width = len(rows[0])
             values = row_placeholders(len(rows), width)
             inserted = await tx.fetch(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
-                " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
-                f" sender_key, thread_of, text_hash) VALUES {values}"
+                " raw_payload, raw_content_type, created_us, next_attempt_us, attempts,"
+                f" reply_hints, sender_key, thread_of, text_hash) VALUES {values}"
                 " ON CONFLICT DO NOTHING RETURNING id",
                 *(value for row in rows for value in row))
             if len(inserted) != len(rows):
@@ -252,7 +322,8 @@ class Outbox:
         return [r if r is not None else Added(b.complaint.id, known[b.complaint.id], False)
                 for r, b in zip(results, batch, strict=True)]
 
-    async def _insert(self, tx: Executor, request: _Request) -> Added:
+    async def _insert(self, tx: Executor, request: _Request, lease_us: int | None,
+                      fresh: list[DueEntry]) -> Added:
         complaint = request.complaint
         for attempt in range(CODE_ATTEMPTS):
             existing = await tx.fetchrow(
@@ -275,27 +346,32 @@ class Outbox:
             if code != complaint.tracking_code:
                 complaint = complaint.model_copy(update={"tracking_code": code})
             now = now_us()
+            payload = complaint.to_json()
             inserted = await tx.fetchrow(
                 "INSERT INTO outbox (id, tracking_code, channel, account, native_id, payload,"
-                " raw_payload, raw_content_type, created_us, next_attempt_us, reply_hints,"
-                " sender_key, thread_of, text_hash)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)"
+                " raw_payload, raw_content_type, created_us, next_attempt_us, attempts,"
+                " reply_hints, sender_key, thread_of, text_hash)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
                 " ON CONFLICT DO NOTHING RETURNING id",
                 complaint.id,
                 code,
                 complaint.channel,
                 complaint.audit.account,
                 complaint.native_id,
-                complaint.to_json().decode(),
+                payload.decode(),
                 request.raw_payload,
                 request.raw_content_type,
                 now,
+                now if lease_us is None else now + lease_us,
+                0 if lease_us is None else 1,
                 request.reply_hints,
                 request.sender_key,
                 complaint.thread_of,
                 request.text_hash,
             )
             if inserted is not None:
+                if lease_us is not None:
+                    fresh.append(DueEntry(complaint.id, payload, 1))
                 return Added(complaint.id, code, duplicate=False)
             # Conflict on the tracking code of another complaint (or on the id, which the
             # next round's SELECT reports as a duplicate): derive the next code.

@@ -1,14 +1,18 @@
 """The publisher: moves due outbox entries to ``complaints.v1`` (``acks=all``, key = id).
 
 It wakes when the intake commits new entries and otherwise when the next entry falls due.
-Entries Kafka accepted stay leased for the receipt timeout; entries it refused become due again
-after a short backoff. Nothing leaves the outbox here: only a receipt does that.
+New entries come handed over by the outbox, already leased (:meth:`forwarder.outbox.Outbox
+.hand_over`); the table is claimed from every ``DUE_POLL_S`` (entries due again, other
+instances'), and round after round while it holds a backlog. Entries Kafka accepted stay
+leased for the receipt timeout; entries it refused become due again after a short backoff.
+Nothing leaves the outbox here: only a receipt does that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from config.settings import KafkaSettings
 from errors import LaporError
@@ -21,6 +25,7 @@ IDLE_POLL_S = 1.0  # longest sleep when nothing is due (other instances may add 
 FAILURE_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # retry delays after consecutive failed rounds
 RECONNECT_AFTER = 3  # failed rounds in a row before the producer is rebuilt
 MAX_ROUNDS_IN_FLIGHT = 3  # claimed batches waiting for Kafka's acks at once (backlog only)
+DUE_POLL_S = 1.0  # longest time between claims from the table while new entries keep coming
 
 
 class Publisher:
@@ -37,11 +42,14 @@ class Publisher:
         self._stopping = asyncio.Event()
         self._pending_tasks: set[asyncio.Task[None]] = set()
         self._unmarked: list[str] = []  # accepted by Kafka, recorded with the next claim
+        self._claimed_at = 0.0  # time.monotonic() of the last claim from the table
+        self._table_drained = False  # that claim found less than a full batch due
         self.published = 0
         self.failed_rounds = 0
         self.last_error: str | None = None
 
     async def start(self) -> None:
+        self._outbox.hand_over(self._settings.receipt_timeout_s)
         self._task = asyncio.create_task(self._run(), name="publisher")
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -54,6 +62,7 @@ class Publisher:
             except TimeoutError:
                 log.warning("publisher: round still running after %.1fs; left for next start",
                             grace_s)
+        self._outbox.hand_over(None)
 
     def wake(self) -> None:
         """Publish now (e.g. the broker is back)."""
@@ -82,18 +91,21 @@ class Publisher:
                     await self._reconnect()  # no round in flight: nothing is cut off
                 if published > 0:
                     continue
+                self._outbox.new_entries.clear()  # from here on a commit ends the wait below
                 if published < 0:
                     delay = _backoff(self.failed_rounds)
                 else:
+                    if self._outbox.has_fresh:  # committed while the round ended
+                        continue
+                    await self._flush_marks()  # idle: no group commit to carry them
                     due = await self._safe_next_due()
-                    delay = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due)
-                self._outbox.new_entries.clear()
+                    delay = max(IDLE_POLL_S if due is None else min(IDLE_POLL_S, due),
+                                self._table_wait())
                 try:
                     await asyncio.wait_for(self._outbox.new_entries.wait(), max(delay, 0.01))
                 except TimeoutError:
                     pass
-            if self._unmarked:
-                await self._flush_marks()
+            await self._flush_marks()
         finally:
             for task in rounds:  # stop() gave up waiting: the leases bring them back
                 task.cancel()
@@ -148,23 +160,40 @@ class Publisher:
             await self._reconnect()
         return published
 
+    def _table_wait(self) -> float:
+        """Seconds until the table is claimed from again: at once while it holds a backlog,
+        else ``DUE_POLL_S`` after the last claim (new entries come handed over)."""
+        if not self._table_drained:
+            return 0.0
+        return max(0.0, DUE_POLL_S - (time.monotonic() - self._claimed_at))
+
     async def _claim(self) -> list[DueEntry]:
+        """The next batch: entries handed over, and what is due in the table when
+        :meth:`_table_wait` says so."""
+        limit = self._settings.publish_batch
+        if self._table_wait() > 0:
+            self._outbox.note_published(self._unmarked)  # recorded with the next group
+            self._unmarked = []
+            return self._outbox.take_fresh(limit)
         marks, self._unmarked = self._unmarked, []
         try:
-            return await self._outbox.claim_due(self._settings.publish_batch,
-                                                self._settings.receipt_timeout_s, marks)
+            due = await self._outbox.claim_due(limit, self._settings.receipt_timeout_s, marks)
         except BaseException:
             self._unmarked = marks + self._unmarked  # recorded with a later claim
             raise
+        self._claimed_at = time.monotonic()
+        self._table_drained = len(due) < limit
+        return due + self._outbox.take_fresh(limit - len(due))
 
     async def _flush_marks(self) -> None:
-        """Record what Kafka accepted that no claim has recorded yet (when stopping)."""
-        marks, self._unmarked = self._unmarked, []
+        """Record what Kafka accepted that no claim or group commit has recorded yet (when
+        stopping)."""
+        self._outbox.note_published(self._unmarked)
+        self._unmarked = []
         try:
-            await self._outbox.mark_published(marks)
+            await self._outbox.flush_published()
         except LaporError as exc:  # informational only: the receipts decide delivery
-            log.warning("publisher: could not record %d published entries: %s",
-                        len(marks), exc)
+            log.warning("publisher: could not record the published entries: %s", exc)
 
     async def _publish(self, entries: list[DueEntry]) -> int:
         """Send claimed entries and record the outcome: how many Kafka accepted, -1 when none

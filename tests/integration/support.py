@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 
+from config.settings import KafkaSettings
 from forwarder.broker import broker_binary, free_port
+from forwarder.kafka import Producer, Topics, ensure_topics
 
 PG_ADMIN_URL = os.environ.get("LAPOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 T = TypeVar("T")
@@ -103,6 +105,18 @@ class BrokerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+async def own_topics(broker: BrokerProcess, tag: str) -> tuple[KafkaSettings, Topics, Producer]:
+    """Kafka settings with topics of this test's own (created, two partitions each) on
+    ``broker``, and a started producer for them (the caller stops it)."""
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, enable_idempotence=False,
+                             topic_prefix=f"{tag}{uuid.uuid4().hex[:8]}.", partitions=2)
+    topics = Topics.from_settings(settings)
+    await ensure_topics(broker.bootstrap, topics.all(), 2)
+    producer = Producer(settings, broker.bootstrap)
+    await producer.start()
+    return settings, topics, producer
 
 
 def kafka_env_for(bootstrap: str, *, receipt_timeout_s: float = 3) -> dict[str, str]:

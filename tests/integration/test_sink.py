@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from config.settings import KafkaSettings
 from forwarder.db import open_database
-from forwarder.kafka import Producer, Topics, ensure_topics, header
+from forwarder.kafka import header
 from forwarder.sink import Sink
 from forwarder.store import CentralStore
-from tests.integration.support import BrokerProcess, wait_for
+from tests.integration.support import BrokerProcess, own_topics, wait_for
 from tests.integration.test_stores import _complaint
 
 
@@ -37,13 +35,8 @@ async def _read_all(bootstrap: str, topic: str, expected: int) -> list[object]:
 async def test_sink_stores_valid_records_and_dead_letters_the_rest(
     tmp_path: Path, broker: BrokerProcess
 ) -> None:
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, enable_idempotence=False,
-                             topic_prefix=f"s{uuid.uuid4().hex[:8]}.", partitions=2)
-    topics = Topics.from_settings(settings)
-    await ensure_topics(broker.bootstrap, topics.all(), 2)
+    settings, topics, producer = await own_topics(broker, "s")
     db = await open_database(f"sqlite:///{tmp_path}/central.db")
-    producer = Producer(settings, broker.bootstrap)
-    await producer.start()
     store = CentralStore(db)
     good = _complaint("sink-1")
     results = await producer.send_many(topics.complaints, [

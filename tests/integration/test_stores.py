@@ -224,6 +224,53 @@ async def test_a_claim_records_what_the_last_one_published(db: Database) -> None
     assert all(rows[i] == (None, None) for i in set(ids) - set(first))
 
 
+async def test_new_entries_are_handed_to_the_publisher_already_leased(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        outbox.hand_over(60)
+        complaint = _complaint("h1")
+        added = await outbox.add(complaint, b"raw", "x")
+        assert outbox.has_fresh
+        [entry] = outbox.take_fresh(10)
+        assert (entry.complaint_id, entry.attempts) == (added.complaint_id, 1)
+        stored = await db.fetchrow("SELECT payload FROM outbox WHERE id = $1", entry.complaint_id)
+        assert stored is not None and entry.payload == stored[0].encode()  # what was written
+        assert Complaint.from_json(entry.payload).tracking_code == added.tracking_code
+        assert await outbox.claim_due(limit=10, lease_s=60) == []  # leased: nobody else's
+        assert (await outbox.add(complaint, b"raw", "x")).duplicate
+        assert not outbox.has_fresh  # a redelivery is not handed over again
+        outbox.hand_over(None)  # the publisher stopped: new entries wait in the table
+        later = await outbox.add(_complaint("h2"), b"raw", "x")
+        assert not outbox.has_fresh
+        assert [e.complaint_id for e in await outbox.claim_due(limit=10, lease_s=60)] == \
+            [later.complaint_id]
+
+
+async def test_past_the_hand_over_bound_new_entries_wait_in_the_table(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "HANDOVER_MAX", 1)
+    async with Outbox(db) as outbox:
+        outbox.hand_over(60)
+        first = await outbox.add(_complaint("b1"), b"", "x")
+        second = await outbox.add(_complaint("b2"), b"", "x")
+        assert [e.complaint_id for e in outbox.take_fresh(10)] == [first.complaint_id]
+        assert [e.complaint_id for e in await outbox.claim_due(limit=10, lease_s=60)] == \
+            [second.complaint_id]
+
+
+async def test_publish_marks_ride_with_the_next_group_commit(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        outbox.hand_over(60)
+        first = await outbox.add(_complaint("m1"), b"", "x")
+        outbox.note_published([e.complaint_id for e in outbox.take_fresh(10)])
+        assert (await db.fetchrow("SELECT published_us FROM outbox WHERE id = $1",
+                                  first.complaint_id)) == (None,)
+        second = await outbox.add(_complaint("m2"), b"", "x")
+        outbox.note_published([second.complaint_id])
+        await outbox.flush_published()  # nothing comes to carry it: recorded on its own
+    rows = dict(await db.fetch("SELECT id, published_us FROM outbox"))
+    assert rows[first.complaint_id] is not None and rows[second.complaint_id] is not None
+
+
 async def test_a_drain_upsert_reports_what_it_wrote_and_what_was_there(db: Database) -> None:
     store = CentralStore(db)
     old, new = _complaint("u1"), _complaint("u2")
