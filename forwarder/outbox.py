@@ -13,8 +13,7 @@ has passed and pushes it forward by the receipt timeout, so an entry with no rec
 claimed (published) again, by this instance or any other sharing the database. While this
 instance's publisher runs (:meth:`hand_over`), a new entry is committed already leased to it
 and handed over in memory with the JSON just written (:meth:`take_fresh`): no claim
-transaction, no second read of the payload, and what Kafka accepted is recorded in the next
-group commit (:meth:`note_published`).
+transaction and no second read of the payload.
 """
 
 from __future__ import annotations
@@ -103,16 +102,16 @@ class Outbox:
         #: Set whenever new entries are committed, so the publisher wakes at once.
         self.new_entries = asyncio.Event()
         self._lease_us: int | None = None  # hand new entries over, leased for this long
-        self._fresh: deque[DueEntry] = deque()
-        self._marks: list[str] = []  # published, to record in the next group commit
+        #: Handed-over entries, each with the moment it is no longer handed out (half its
+        #: lease gone: it is left to the table's claim, so a slow publisher never sends it
+        #: twice).
+        self._fresh: deque[tuple[int, DueEntry]] = deque()
 
     def hand_over(self, lease_s: float | None) -> None:
         """Commit new entries leased for ``lease_s`` to this instance's publisher, which takes
-        them with :meth:`take_fresh` (``None``: stop; entries not taken yet are published again
-        once their lease runs out, as a claimed entry would be)."""
+        them with :meth:`take_fresh` (``None``: stop; see :meth:`release_fresh` for the
+        entries not taken yet)."""
         self._lease_us = None if lease_s is None else int(lease_s * 1_000_000)
-        if lease_s is None:
-            self._fresh.clear()
 
     @property
     def has_fresh(self) -> bool:
@@ -120,23 +119,27 @@ class Outbox:
         return bool(self._fresh)
 
     def take_fresh(self, limit: int) -> list[DueEntry]:
-        """Up to ``limit`` handed-over entries, oldest first: committed, leased to the caller."""
-        fresh = self._fresh
-        return [fresh.popleft() for _ in range(min(limit, len(fresh)))]
+        """Up to ``limit`` handed-over entries, oldest first: committed, leased to the caller.
+        Entries past half their lease are dropped: the table's claim publishes them once the
+        lease runs out."""
+        fresh, now = self._fresh, now_us()
+        taken: list[DueEntry] = []
+        while fresh and len(taken) < limit:
+            until, entry = fresh.popleft()
+            if until >= now:
+                taken.append(entry)
+        return taken
 
-    def note_published(self, ids: Sequence[str]) -> None:
-        """Entries Kafka accepted: recorded (as :meth:`mark_published`) with the next group
-        commit, or by :meth:`flush_published`."""
-        self._marks.extend(ids)
-
-    async def flush_published(self) -> None:
-        """Record what :meth:`note_published` noted and no group commit recorded yet."""
-        marks, self._marks = self._marks, []
-        try:
-            await self.mark_published(marks)
-        except BaseException:
-            self._marks[:0] = marks
-            raise
+    async def release_fresh(self) -> None:
+        """Make the entries not taken yet due in the table now (the publisher stops): the next
+        start, or another instance, publishes them without waiting for their lease."""
+        ids = [entry.complaint_id for _, entry in self._fresh]
+        self._fresh.clear()
+        for start in range(0, len(ids), MARK_CHUNK):
+            part = ids[start:start + MARK_CHUNK]
+            await self._db.execute(
+                f"UPDATE outbox SET next_attempt_us = $1 WHERE state = 'pending' AND id IN "
+                f"({placeholders(len(part), 2)})", now_us(), *part)
 
     async def __aenter__(self) -> Outbox:
         self._writer = asyncio.create_task(self._write_loop(), name="outbox-writer")
@@ -175,16 +178,14 @@ class Outbox:
         while True:
             batch = await next_group(self._queue, MAX_GROUP)
             lease_us = self._lease_us if len(self._fresh) < HANDOVER_MAX else None
-            marks, self._marks = self._marks, []
             try:
                 try:
                     results, fresh = await self._db.run_transaction(
-                        partial(self._write_group, batch=batch, lease_us=lease_us, marks=marks))
+                        partial(self._write_group, batch=batch, lease_us=lease_us))
                 except _NeedsOneByOne:
                     results, fresh = await self._db.run_transaction(
-                        partial(self._write_each, batch=batch, lease_us=lease_us, marks=marks))
+                        partial(self._write_each, batch=batch, lease_us=lease_us))
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
-                self._marks[:0] = marks
                 if len(batch) > 1 and not is_retriable(exc):
                     # One bad request must not fail the others: commit each on its own.
                     for request in batch:
@@ -205,12 +206,13 @@ class Outbox:
         """Hand committed, leased entries over (unless the publisher stopped meanwhile: their
         lease brings them back)."""
         if self._lease_us is not None:
-            self._fresh.extend(fresh)
+            until = now_us() + self._lease_us // 2
+            self._fresh.extend((until, entry) for entry in fresh)
 
     async def _write_one(self, request: _Request) -> None:
         try:
             results, fresh = await self._db.run_transaction(
-                partial(self._write_each, batch=[request], lease_us=None, marks=[]))
+                partial(self._write_each, batch=[request], lease_us=None))
             result = results[0]
         except Exception as exc:  # noqa: BLE001 - the waiter hears of it
             if not request.future.done():
@@ -221,22 +223,20 @@ class Outbox:
         if not result.duplicate:
             self.new_entries.set()
 
-    async def _write_group(self, tx: Executor, batch: list[_Request], lease_us: int | None,
-                           marks: list[str]) -> tuple[list[Added], list[DueEntry]]:
-        """A group's transaction: the fast path (:meth:`_insert_batch`), its index rows and
-        the publish marks noted since the last one. Returns the results and, when
-        ``lease_us`` is given, the new entries, committed leased for that long."""
-        await self._mark_published(tx, marks)
+    async def _write_group(self, tx: Executor, batch: list[_Request], lease_us: int | None
+                           ) -> tuple[list[Added], list[DueEntry]]:
+        """A group's transaction: the fast path (:meth:`_insert_batch`) and its index rows.
+        Returns the results and, when ``lease_us`` is given, the new entries, committed leased
+        for that long."""
         fresh: list[DueEntry] = []
         results = await self._insert_batch(tx, batch, lease_us, fresh)
         await _index(tx, batch, results)
         return results, fresh
 
-    async def _write_each(self, tx: Executor, batch: list[_Request], lease_us: int | None,
-                          marks: list[str]) -> tuple[list[Added], list[DueEntry]]:
+    async def _write_each(self, tx: Executor, batch: list[_Request], lease_us: int | None
+                          ) -> tuple[list[Added], list[DueEntry]]:
         """As :meth:`_write_group`, one request at a time (tracking-code collisions
         resolved)."""
-        await self._mark_published(tx, marks)
         fresh: list[DueEntry] = []
         results = [await self._insert(tx, request, lease_us, fresh) for request in batch]
         await _index(tx, batch, results)

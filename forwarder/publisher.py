@@ -63,6 +63,10 @@ class Publisher:
                 log.warning("publisher: round still running after %.1fs; left for next start",
                             grace_s)
         self._outbox.hand_over(None)
+        try:
+            await self._outbox.release_fresh()
+        except LaporError as exc:  # their leases bring them back
+            log.warning("publisher: could not release the entries handed over: %s", exc)
 
     def wake(self) -> None:
         """Publish now (e.g. the broker is back)."""
@@ -97,7 +101,7 @@ class Publisher:
                 else:
                     if self._outbox.has_fresh:  # committed while the round ended
                         continue
-                    await self._flush_marks()  # idle: no group commit to carry them
+                    await self._flush_marks()  # idle: no claim to carry them
                     due = await self._safe_next_due()
                     delay = max(IDLE_POLL_S if due is None else min(IDLE_POLL_S, due),
                                 self._table_wait())
@@ -107,6 +111,7 @@ class Publisher:
                     pass
             await self._flush_marks()
         finally:
+            self._outbox.hand_over(None)  # whatever ended the loop: new entries wait in the table
             for task in rounds:  # stop() gave up waiting: the leases bring them back
                 task.cancel()
 
@@ -171,29 +176,33 @@ class Publisher:
         """The next batch: entries handed over, and what is due in the table when
         :meth:`_table_wait` says so."""
         limit = self._settings.publish_batch
-        if self._table_wait() > 0:
-            self._outbox.note_published(self._unmarked)  # recorded with the next group
-            self._unmarked = []
+        if self._table_wait() > 0:  # what Kafka accepted waits for that claim (or idle)
             return self._outbox.take_fresh(limit)
+        # Half the batch at most for new entries, so neither starves the other.
+        fresh = self._outbox.take_fresh(limit // 2)
         marks, self._unmarked = self._unmarked, []
         try:
-            due = await self._outbox.claim_due(limit, self._settings.receipt_timeout_s, marks)
+            due = await self._outbox.claim_due(limit - len(fresh),
+                                               self._settings.receipt_timeout_s, marks)
         except BaseException:
             self._unmarked = marks + self._unmarked  # recorded with a later claim
+            if fresh:
+                return fresh  # the claim's error comes back with the next one
             raise
         self._claimed_at = time.monotonic()
-        self._table_drained = len(due) < limit
-        return due + self._outbox.take_fresh(limit - len(due))
+        self._table_drained = len(due) < limit - len(fresh)
+        return fresh + due + self._outbox.take_fresh(limit - len(fresh) - len(due))
 
     async def _flush_marks(self) -> None:
-        """Record what Kafka accepted that no claim or group commit has recorded yet (when
-        stopping)."""
-        self._outbox.note_published(self._unmarked)
-        self._unmarked = []
+        """Record what Kafka accepted that no claim has recorded yet (idle, stopping)."""
+        if not self._unmarked:
+            return
+        marks, self._unmarked = self._unmarked, []
         try:
-            await self._outbox.flush_published()
+            await self._outbox.mark_published(marks)
         except LaporError as exc:  # informational only: the receipts decide delivery
-            log.warning("publisher: could not record the published entries: %s", exc)
+            log.warning("publisher: could not record %d published entries: %s",
+                        len(marks), exc)
 
     async def _publish(self, entries: list[DueEntry]) -> int:
         """Send claimed entries and record the outcome: how many Kafka accepted, -1 when none

@@ -1,14 +1,16 @@
-"""The publisher on a real broker: new entries come handed over by the outbox (no claim), what
-is due in the table is still claimed while they keep coming, and every publish is recorded."""
+"""The publisher on a real broker: new entries come handed over by the outbox (no claim each),
+an entry that falls due in the table meanwhile is still claimed, and every publish is
+recorded."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from forwarder.db import open_database
 from forwarder.outbox import Outbox
-from forwarder.publisher import Publisher
+from forwarder.publisher import DUE_POLL_S, Publisher
 from tests.integration.support import BrokerProcess, own_topics, wait_for
 from tests.integration.test_sink import _read_all
 from tests.integration.test_stores import _complaint
@@ -24,23 +26,28 @@ class CountingOutbox(Outbox):
         return await super().claim_due(*args, **kwargs)  # type: ignore[arg-type]
 
 
-async def test_new_entries_are_published_without_claims_and_due_ones_are_not_starved(
+async def test_new_entries_go_without_claims_and_due_ones_are_claimed_meanwhile(
         tmp_path: Path, broker: BrokerProcess) -> None:
     settings, topics, producer = await own_topics(broker, "p")
     db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
     try:
-        async with CountingOutbox(db) as outbox:
-            # An entry already in the table, due now (as after a failed send).
-            waiting = await outbox.add(_complaint("due-0"), b"", "x")
+        async with CountingOutbox(db) as outbox, Outbox(db) as other:
             publisher = Publisher(outbox=outbox, producer=producer, topics=topics,
                                   settings=settings, source="test")
             await publisher.start()
             try:
-                added = [waiting.complaint_id]
-                for i in range(40):  # new entries keep coming
-                    added.append((await outbox.add(_complaint(f"new-{i}"), b"", "x")).complaint_id)
-                    await asyncio.sleep(0.02)
+                added, due_at = [], 0.0
+                for i in range(200):  # new entries keep coming, for about 5 s
+                    added.append((await outbox.add(_complaint(f"new-{i}"), b"", "x"))
+                                 .complaint_id)
+                    if i == 20:  # committed due by another writer (as a retry would be)
+                        added.append((await other.add(_complaint("due"), b"", "x"))
+                                     .complaint_id)
+                        due_at = time.time()
+                    await asyncio.sleep(0.025)
+                claims = outbox.claims
                 records = await _read_all(broker.bootstrap, topics.complaints, len(added))
+                by_key = {r.key.decode(): r for r in records}  # type: ignore[attr-defined]
 
                 async def all_recorded() -> bool:
                     rows = await db.fetch("SELECT COUNT(*) FROM outbox WHERE published_us IS NULL")
@@ -49,11 +56,13 @@ async def test_new_entries_are_published_without_claims_and_due_ones_are_not_sta
                 await wait_for(all_recorded, within=20, what="every publish recorded")
             finally:
                 await publisher.stop()
-            claims = outbox.claims
     finally:
         await producer.stop()
         await db.close()
-    assert {r.key.decode() for r in records} == set(added)  # type: ignore[attr-defined]
-    # The table is claimed from about once a second (DUE_POLL_S), not once per group commit:
-    # 41 entries over about a second and the waits for the records took a few claims.
-    assert 1 <= claims <= 6, claims
+    assert set(by_key) == set(added)
+    # The due entry waited for the next claim from the table (about once a second), not for
+    # the stream of new entries to stop (about 4.5 s later).
+    published_after = by_key[added[21]].timestamp / 1000 - due_at  # the record's CreateTime
+    assert published_after < DUE_POLL_S + 2, published_after
+    # 201 entries in about 5 s: a claim a second or so, not one per group commit.
+    assert claims <= len(added) // 5, claims

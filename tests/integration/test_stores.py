@@ -245,6 +245,27 @@ async def test_new_entries_are_handed_to_the_publisher_already_leased(db: Databa
             [later.complaint_id]
 
 
+async def test_entries_past_half_their_lease_are_left_to_the_table(db: Database) -> None:
+    """A publisher too slow to take them in time never sends them twice: the claim does."""
+    async with Outbox(db) as outbox:
+        outbox.hand_over(0.000002)  # half of it is gone by the time they are taken
+        added = await outbox.add(_complaint("s1"), b"", "x")
+        assert outbox.has_fresh and outbox.take_fresh(10) == []
+        assert [e.complaint_id for e in await outbox.claim_due(limit=10, lease_s=60)] == \
+            [added.complaint_id]
+
+
+async def test_a_stopping_publisher_releases_what_it_was_handed(db: Database) -> None:
+    async with Outbox(db) as outbox:
+        outbox.hand_over(60)
+        added = await outbox.add(_complaint("r1"), b"", "x")
+        outbox.hand_over(None)
+        await outbox.release_fresh()  # not taken: due at once, not after the lease
+        assert not outbox.has_fresh
+        assert [e.complaint_id for e in await outbox.claim_due(limit=10, lease_s=60)] == \
+            [added.complaint_id]
+
+
 async def test_past_the_hand_over_bound_new_entries_wait_in_the_table(
         db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outbox_module, "HANDOVER_MAX", 1)
@@ -255,20 +276,6 @@ async def test_past_the_hand_over_bound_new_entries_wait_in_the_table(
         assert [e.complaint_id for e in outbox.take_fresh(10)] == [first.complaint_id]
         assert [e.complaint_id for e in await outbox.claim_due(limit=10, lease_s=60)] == \
             [second.complaint_id]
-
-
-async def test_publish_marks_ride_with_the_next_group_commit(db: Database) -> None:
-    async with Outbox(db) as outbox:
-        outbox.hand_over(60)
-        first = await outbox.add(_complaint("m1"), b"", "x")
-        outbox.note_published([e.complaint_id for e in outbox.take_fresh(10)])
-        assert (await db.fetchrow("SELECT published_us FROM outbox WHERE id = $1",
-                                  first.complaint_id)) == (None,)
-        second = await outbox.add(_complaint("m2"), b"", "x")
-        outbox.note_published([second.complaint_id])
-        await outbox.flush_published()  # nothing comes to carry it: recorded on its own
-    rows = dict(await db.fetch("SELECT id, published_us FROM outbox"))
-    assert rows[first.complaint_id] is not None and rows[second.complaint_id] is not None
 
 
 async def test_a_drain_upsert_reports_what_it_wrote_and_what_was_there(db: Database) -> None:
