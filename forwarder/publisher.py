@@ -101,7 +101,6 @@ class Publisher:
                 else:
                     if self._outbox.has_fresh:  # committed while the round ended
                         continue
-                    await self._flush_marks()  # idle: no claim to carry them
                     due = await self._safe_next_due()
                     delay = max(IDLE_POLL_S if due is None else min(IDLE_POLL_S, due),
                                 self._table_wait())
@@ -194,7 +193,8 @@ class Publisher:
         return fresh + due + self._outbox.take_fresh(limit - len(fresh) - len(due))
 
     async def _flush_marks(self) -> None:
-        """Record what Kafka accepted that no claim has recorded yet (idle, stopping)."""
+        """Record what Kafka accepted that no claim has recorded yet (when stopping; else the
+        next claim from the table, within about ``DUE_POLL_S``, records it)."""
         if not self._unmarked:
             return
         marks, self._unmarked = self._unmarked, []
