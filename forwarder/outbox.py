@@ -135,11 +135,7 @@ class Outbox:
         start, or another instance, publishes them without waiting for their lease."""
         ids = [entry.complaint_id for _, entry in self._fresh]
         self._fresh.clear()
-        for start in range(0, len(ids), MARK_CHUNK):
-            part = ids[start:start + MARK_CHUNK]
-            await self._db.execute(
-                f"UPDATE outbox SET next_attempt_us = $1 WHERE state = 'pending' AND id IN "
-                f"({placeholders(len(part), 2)})", now_us(), *part)
+        await _set_by_ids(self._db, "next_attempt_us = $1 WHERE state = 'pending' AND", ids)
 
     async def __aenter__(self) -> Outbox:
         self._writer = asyncio.create_task(self._write_loop(), name="outbox-writer")
@@ -301,10 +297,8 @@ class Outbox:
             rows.append((complaint.id, code, complaint.channel, complaint.audit.account,
                          complaint.native_id, payload.decode(),
                          request.raw_payload, request.raw_content_type, now,
-                         now if lease_us is None else now + lease_us,
-                         0 if lease_us is None else 1,
-                         request.reply_hints, request.sender_key, complaint.thread_of,
-                         request.text_hash))
+                         *_leased(now, lease_us), request.reply_hints, request.sender_key,
+                         complaint.thread_of, request.text_hash))
             if lease_us is not None:
                 fresh.append(DueEntry(complaint.id, payload, 1))
             results.append(None)
@@ -362,8 +356,7 @@ class Outbox:
                 request.raw_payload,
                 request.raw_content_type,
                 now,
-                now if lease_us is None else now + lease_us,
-                0 if lease_us is None else 1,
+                *_leased(now, lease_us),
                 request.reply_hints,
                 request.sender_key,
                 complaint.thread_of,
@@ -406,14 +399,7 @@ class Outbox:
 
     @staticmethod
     async def _mark_published(db: Executor, ids: Sequence[str]) -> None:
-        for start in range(0, len(ids), MARK_CHUNK):
-            part = ids[start:start + MARK_CHUNK]
-            await db.execute(
-                f"UPDATE outbox SET published_us = $1, last_error = NULL WHERE id IN "
-                f"({placeholders(len(part), 2)})",
-                now_us(),
-                *part,
-            )
+        await _set_by_ids(db, "published_us = $1, last_error = NULL WHERE", ids)
 
     async def mark_failed(self, ids: list[str], error: str, retry_in_s: float) -> None:
         """Record a failed publish; the entries become due again after ``retry_in_s``."""
@@ -646,6 +632,21 @@ _CLAIM_POSTGRESQL = (
     "  ORDER BY next_attempt_us LIMIT $3 FOR UPDATE SKIP LOCKED) due"
     " WHERE o.id = due.id"
     " RETURNING o.id, o.payload, o.attempts")
+
+
+async def _set_by_ids(db: Executor, assignment: str, ids: Sequence[str]) -> None:
+    """``UPDATE outbox SET <assignment> id IN (ids)`` with ``$1`` the time now, in chunks of
+    ``MARK_CHUNK`` (below both drivers' parameter limits)."""
+    for start in range(0, len(ids), MARK_CHUNK):
+        part = ids[start:start + MARK_CHUNK]
+        await db.execute(f"UPDATE outbox SET {assignment} id IN ({placeholders(len(part), 2)})",
+                         now_us(), *part)
+
+
+def _leased(now: int, lease_us: int | None) -> tuple[int, int]:
+    """``next_attempt_us`` and ``attempts`` of a new entry: due now, or leased to this
+    instance's publisher for ``lease_us`` (handed over: counted as its first attempt)."""
+    return (now, 0) if lease_us is None else (now + lease_us, 1)
 
 
 def repeats_sql(senders: int, hashes: int) -> str:
