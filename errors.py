@@ -14,6 +14,7 @@ through the one shared policy in :func:`retry_policy`::
     ├── NotFound                     an unknown tracking code or record
     ├── StoreError                   the durable store failed
     │   └── StoreUnavailable         ... transiently (retriable; HTTP 503)
+    │       └── StoreConflict        ... a transaction lost a deadlock or serialization race
     ├── BrokerError                  Kafka failed
     │   └── BrokerUnavailable        ... transiently (retriable)
     ├── ChannelError                 a channel's API (Telegram, Graph, X, SMTP, SMS) failed
@@ -86,6 +87,11 @@ class StoreUnavailable(StoreError):
     """The store is transiently unavailable (connection lost, disk full, locked)."""
 
     retriable = True
+
+
+class StoreConflict(StoreUnavailable):
+    """PostgreSQL aborted a transaction that collided with another one (deadlock, serialization
+    failure): running it again succeeds, so the store layer does that a few times first."""
 
 
 class BrokerError(LaporError):

@@ -10,20 +10,21 @@ in order once each and recorded in ``schema_migrations``.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
-from errors import StoreError, StoreUnavailable
+from errors import StoreConflict, StoreError, StoreUnavailable
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -383,7 +384,17 @@ _PG_TRANSIENT = (
 )
 
 
+#: How often a statement or transaction body PostgreSQL aborted for a conflict with another
+#: transaction is run in all, with a short random pause between (the other one has finished).
+CONFLICT_ATTEMPTS = 4
+
+
+_PG_CONFLICTS = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
+
+
 def _pg_error(exc: Exception) -> Exception:
+    if isinstance(exc, _PG_CONFLICTS):
+        return StoreConflict(f"postgresql: {exc}")
     if isinstance(exc, _PG_TRANSIENT):
         return StoreUnavailable(f"postgresql: {exc}")
     return StoreError(f"postgresql: {exc}")
@@ -426,18 +437,26 @@ class PostgresDatabase(Database):
         return cls(pool)
 
     async def execute(self, sql: str, *args: Any) -> None:
+        await _again_on_conflict(partial(self._on_connection, lambda tx: tx.execute(sql, *args)))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await _again_on_conflict(
+            partial(self._on_connection, lambda tx: tx.fetch(sql, *args)))
+
+    async def _on_connection(self, statement: Body[T]) -> T:
+        """One statement on a pooled connection, outside any explicit transaction."""
         try:
             async with self._pool.acquire() as conn:
-                await _PgTx(conn).execute(sql, *args)
+                return await statement(_PgTx(conn))
         except _PG_TRANSIENT as exc:
             raise _pg_error(exc) from exc
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            async with self._pool.acquire() as conn:
-                return await _PgTx(conn).fetch(sql, *args)
-        except _PG_TRANSIENT as exc:
-            raise _pg_error(exc) from exc
+    async def run_transaction(self, body: Body[T]) -> T:
+        """As :meth:`Database.run_transaction`; a body PostgreSQL aborts for colliding with
+        another transaction (a deadlock, a serialization failure) is run again, up to
+        ``CONFLICT_ATTEMPTS`` times in all, so it must not depend on state its earlier run
+        left behind outside ``tx``."""
+        return await _again_on_conflict(partial(Database.run_transaction, self, body))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:
@@ -458,6 +477,16 @@ class PostgresDatabase(Database):
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+async def _again_on_conflict(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, again after a short random pause when it raises :class:`StoreConflict`."""
+    for attempt in range(1, CONFLICT_ATTEMPTS):
+        try:
+            return await call()
+        except StoreConflict:
+            await asyncio.sleep(random.uniform(0.001, 0.01 * 2 ** attempt))
+    return await call()
 
 
 def _split_sql(script: str) -> Sequence[str]:

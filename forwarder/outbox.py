@@ -303,6 +303,9 @@ class Outbox:
                 fresh.append(DueEntry(complaint.id, payload, 1))
             results.append(None)
         if rows:
+            # In id order: two instances inserting the same redelivered messages then wait on
+            # each other in one order, never in a cycle (PostgreSQL would abort one: deadlock).
+            rows.sort(key=lambda row: str(row[0]))
             width = len(rows[0])
             values = row_placeholders(len(rows), width)
             inserted = await tx.fetch(

@@ -19,6 +19,7 @@ from normalizer.ids import complaint_id, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage
 from normalizer.schema import Complaint
+from tests.integration.support import PgDatabase
 
 
 def _complaint(native_id: str, text: str = "Jalan rusak parah di depan pasar.") -> Complaint:
@@ -107,6 +108,60 @@ async def test_run_transaction_rolls_back_when_the_body_fails(db: Database) -> N
     assert await db.fetch("SELECT name FROM cursors") == []
     await db.execute("INSERT INTO cursors (name, value, updated_us) VALUES ('c', '1', 1)")
     assert await db.fetch("SELECT name FROM cursors") == [("c",)]  # not left in a transaction
+
+
+async def test_a_transaction_that_loses_a_deadlock_is_run_again(pg: PgDatabase) -> None:
+    """Two bodies lock two rows in opposite orders: PostgreSQL aborts one (deadlock detected),
+    and the store runs it again instead of failing the caller with a 503."""
+    db = await open_database(pg.url, pool_size=4)
+    try:
+        for name in ("x", "y"):
+            await db.execute("INSERT INTO cursors (name, value, updated_us) VALUES ($1, '', 1)",
+                             name)
+        holding = {"x": asyncio.Event(), "y": asyncio.Event()}
+        runs: list[str] = []
+
+        def locking(first: str, then: str) -> Any:
+            async def body(tx: Executor) -> str:
+                runs.append(first)
+                await tx.execute("UPDATE cursors SET value = value || $1 WHERE name = $2",
+                                 first, first)
+                holding[first].set()
+                await holding[then].wait()  # both hold one row: each now waits for the other
+                await tx.execute("UPDATE cursors SET value = value || $1 WHERE name = $2",
+                                 first, then)
+                return first
+            return body
+
+        results = await asyncio.wait_for(asyncio.gather(
+            db.run_transaction(locking("x", "y")), db.run_transaction(locking("y", "x"))),
+            timeout=30)
+    finally:
+        await db.close()
+    assert results == ["x", "y"]
+    assert sorted(runs) in (["x", "x", "y"], ["x", "y", "y"])  # the loser ran twice
+    values = {name: value for name, value in await pg.fetch("SELECT name, value FROM cursors")}
+    assert sorted(values["x"]) == sorted(values["y"]) == ["x", "y"]  # each body's writes once
+
+
+async def test_two_instances_adding_the_same_messages_in_other_orders(pg: PgDatabase) -> None:
+    """A channel redelivering to a second instance: both outboxes take the same messages at
+    once, in different orders and groups. Each is one entry, and no caller gets an error."""
+    first = await open_database(pg.url, pool_size=4)
+    second = await open_database(pg.url, pool_size=4)
+    try:
+        for round_ in range(10):
+            complaints = [_complaint(f"r{round_}-{i}") for i in range(60)]
+            async with Outbox(first) as one, Outbox(second) as other:
+                results = await asyncio.gather(
+                    *(one.add(c, b"raw", "text/plain") for c in complaints),
+                    *(other.add(c, b"raw", "text/plain") for c in reversed(complaints)))
+            assert sum(not r.duplicate for r in results) == len(complaints)
+            assert len({(r.complaint_id, r.tracking_code) for r in results}) == len(complaints)
+    finally:
+        await first.close()
+        await second.close()
+    assert (await pg.fetch("SELECT count(*) FROM outbox"))[0][0] == 10 * 60
 
 
 async def test_a_sqlite_transaction_body_may_await_only_its_statements(tmp_path: Path) -> None:
