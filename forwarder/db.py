@@ -72,12 +72,13 @@ class Database(Executor):
     async def close(self) -> None:
         """Close every connection."""
 
-    async def sibling(self, name: str) -> Database:
+    async def sibling(self, name: str, *, searched: bool = False) -> Database:
         """A store for a writer that must never wait on this one's transactions. SQLite: the
         file ``<stem>-<name>.db`` beside this one, migrated the same way (a file has one write
         lock; a second connection to the same file would wait on it, in SQLite's busy handler,
-        for as long as a transaction here lasts). PostgreSQL: this pool (rows lock, not the
-        database). Close it with :meth:`close` when it is not ``self``."""
+        for as long as a transaction here lasts), with a reader connection of its own when
+        ``searched``. PostgreSQL: this pool (rows lock, not the database). Close it with
+        :meth:`close` when it is not ``self``."""
         return self
 
     async def migrate(self) -> list[str]:
@@ -121,9 +122,11 @@ def _sqlite_error(exc: Exception) -> Exception:
     return StoreError(f"sqlite: {exc}")
 
 
-#: SQLite page cache of the reader connection, KiB: the near-duplicate index's hot keys and
-#: rows, and the status lookups.
-SQLITE_CACHE_KIB = 64 * 1024
+#: SQLite page cache of the reader connection, KiB: the near-duplicate index's fingerprints,
+#: and the status lookups ...
+SQLITE_CACHE_KIB = 32 * 1024
+#: ... and of a searched sibling's reader (the near-duplicate index's band rows, hot keys).
+SQLITE_SEARCHED_CACHE_KIB = 32 * 1024
 #: ... of the writer connection: appends and the outbox's claims touch few pages again (the
 #: rest of a page's life is in the OS page cache), so every page it ever touched need not stay
 #: in the process.
@@ -322,10 +325,10 @@ class SqliteDatabase(Database):
             await writer.close()
             raise
 
-    async def sibling(self, name: str) -> Database:
+    async def sibling(self, name: str, *, searched: bool = False) -> Database:
         return await _migrated(await SqliteDatabase.open(
-            self._path.with_name(f"{self._path.stem}-{name}.db"), reader=False,
-            cache_kib=SQLITE_SIBLING_CACHE_KIB))
+            self._path.with_name(f"{self._path.stem}-{name}.db"), reader=searched,
+            cache_kib=SQLITE_SEARCHED_CACHE_KIB if searched else SQLITE_SIBLING_CACHE_KIB))
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self._lock:

@@ -19,10 +19,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from forwarder.db import Database, Executor, row_placeholders
 from normalizer.dedup import StoredFingerprint
 from normalizer.similarity import Fingerprint
+
+if TYPE_CHECKING:
+    from forwarder.bands import BandWriter
 
 #: Stored fingerprints kept in memory (about 3 KiB each with their parsed places): a 30-day
 #: window of a million complaints over two years (about 41,000), or the newest rows of a busy
@@ -41,6 +45,10 @@ class NewFingerprint:
     agency: str | None
     fingerprint: Fingerprint
     keys: Sequence[int]
+
+
+#: Fingerprints a transaction indexed: ``(seq, entry)``, ascending ``seq``.
+Indexed = Sequence[tuple[int, NewFingerprint]]
 
 
 @lru_cache(maxsize=256)
@@ -81,10 +89,14 @@ class FingerprintIndex:
     """The ``fingerprints`` and ``lsh_bands`` tables."""
 
     def __init__(self, db: Database, *, per_key: int = 10, limit: int = 100,
-                 cache_size: int = CACHE_SIZE) -> None:
+                 cache_size: int = CACHE_SIZE, bands: BandWriter | None = None) -> None:
+        """``bands``: where the band rows are written and looked up when not in ``db``'s
+        ``lsh_bands`` (SQLite: a file of their own, written after the fingerprints)."""
         if per_key < 1 or limit < 1:
             raise ValueError("per_key and limit must be at least 1")
         self._db = db
+        self._bands = bands
+        self._bands_db = bands.db if bands is not None else db
         self._per_key = per_key
         self._limit = limit
         self._cache_size = cache_size
@@ -98,9 +110,14 @@ class FingerprintIndex:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return []
-        ids = await self._db.fetch(_ids_sql(len(unique)), since_us, self._per_key,
-                                   self._limit, *unique)
+        # Handed over but not yet written first: a group written meanwhile is in the store.
+        unwritten = self._bands.pending(unique, since_us) if self._bands is not None else {}
+        ids = await self._bands_db.fetch(_ids_sql(len(unique)), since_us, self._per_key,
+                                         self._limit, *unique)
         seqs = [int(row[0]) for row in ids]
+        if unwritten:  # newer than anything written: the newest ``limit`` of both
+            newest = {int(seq): int(received_us) for seq, received_us in ids} | unwritten
+            seqs = sorted(newest, key=lambda seq: newest[seq], reverse=True)[:self._limit]
         found: dict[int, StoredFingerprint] = {}
         cache = self._cache
         for seq in seqs:
@@ -128,7 +145,10 @@ class FingerprintIndex:
         """Index a complaint in a transaction of its own (idempotent: a complaint already
         indexed is left as it is). Returns True when it was new. The intake indexes through
         :func:`record_many` in the outbox's group commit instead."""
-        new = await self._db.run_transaction(lambda tx: record_many(tx, [entry]))
+        new = await self._db.run_transaction(
+            lambda tx: record_many(tx, [entry], bands=self._bands is None))
+        if self._bands is not None:
+            self._bands.put(new)
         # Committed: the next complaints' lookups will find it; keep it for them.
         for seq, kept in new:
             self._keep(seq, StoredFingerprint(kept.complaint_id, kept.cluster_id,
@@ -146,12 +166,13 @@ class FingerprintIndex:
 _MAX_PARAMS = 30_000
 
 
-async def record_many(tx: Executor, entries: Sequence[NewFingerprint]
+async def record_many(tx: Executor, entries: Sequence[NewFingerprint], *, bands: bool = True
                       ) -> list[tuple[int, NewFingerprint]]:
     """Index ``entries`` inside the caller's transaction (the outbox's group commit, so a
     complaint and its fingerprint are committed together): one multi-row statement per table
     however many entries, instead of a transaction each. Complaints indexed already are left
-    as they are (idempotent). Returns the new ones with their ``seq``."""
+    as they are (idempotent). Returns the new ones with their ``seq``. ``bands=False`` leaves
+    their band rows to the caller (:class:`forwarder.bands.BandWriter`)."""
     # In complaint id order, as the outbox rows: concurrent groups never wait in a cycle.
     unique = sorted({entry.complaint_id: entry for entry in entries}.values(),
                     key=lambda entry: entry.complaint_id)
@@ -164,12 +185,24 @@ async def record_many(tx: Executor, entries: Sequence[NewFingerprint]
         *(value for e in unique for value in (e.complaint_id, e.cluster_id, e.received_us,
                                                e.region, e.agency, e.fingerprint.to_bytes())))
     by_id = {e.complaint_id: e for e in unique}
-    bands = [(key, by_id[str(cid)].received_us, int(seq)) for seq, cid in rows
-             for key in dict.fromkeys(by_id[str(cid)].keys)]
+    new = sorted(((int(seq), by_id[str(cid)]) for seq, cid in rows), key=lambda n: n[0])
+    if bands:
+        await insert_bands(tx, band_rows(new))
+    return new
+
+
+def band_rows(indexed: Sequence[tuple[int, NewFingerprint]]) -> list[tuple[int, int, int]]:
+    """The ``lsh_bands`` rows ``(band_key, received_us, seq)`` of indexed fingerprints."""
+    return [(key, entry.received_us, seq) for seq, entry in indexed
+            for key in dict.fromkeys(entry.keys)]
+
+
+async def insert_bands(tx: Executor, rows: Sequence[tuple[int, int, int]]) -> None:
+    """Insert band rows (those there already are left as they are), in statements below
+    both drivers' parameter limits."""
     per_statement = _MAX_PARAMS // 3
-    for start in range(0, len(bands), per_statement):
-        chunk = bands[start:start + per_statement]
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
         values = row_placeholders(len(chunk), 3)
         await tx.execute(f"INSERT INTO lsh_bands (band_key, received_us, seq) VALUES {values}"
                          " ON CONFLICT DO NOTHING", *(v for band in chunk for v in band))
-    return [(int(seq), by_id[str(cid)]) for seq, cid in rows]

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ import orjson
 
 from errors import StoreError, is_retriable
 from forwarder.db import Database, Executor, placeholders, row_placeholders
-from forwarder.fingerprints import NewFingerprint, record_many
+from forwarder.fingerprints import Indexed, NewFingerprint, record_many
 from normalizer.ids import tracking_code
 from normalizer.revisions import apply_edit, revision
 from normalizer.schema import Complaint
@@ -106,6 +106,13 @@ class Outbox:
         #: lease gone: it is left to the table's claim, so a slow publisher never sends it
         #: twice).
         self._fresh: deque[tuple[int, DueEntry]] = deque()
+        #: Where new fingerprints' band rows go after the commit, or None: in it.
+        self._bands: Callable[[Indexed], None] | None = None
+
+    def defer_bands(self, put: Callable[[Indexed], None]) -> None:
+        """Commit new fingerprints without their band rows and hand them, once committed, to
+        ``put`` (:meth:`forwarder.bands.BandWriter.put`), which writes those elsewhere."""
+        self._bands = put
 
     def hand_over(self, lease_s: float | None) -> None:
         """Commit new entries leased for ``lease_s`` to this instance's publisher, which takes
@@ -176,10 +183,10 @@ class Outbox:
             lease_us = self._lease_us if len(self._fresh) < HANDOVER_MAX else None
             try:
                 try:
-                    results, fresh = await self._db.run_transaction(
+                    results, fresh, indexed = await self._db.run_transaction(
                         partial(self._write_group, batch=batch, lease_us=lease_us))
                 except _NeedsOneByOne:
-                    results, fresh = await self._db.run_transaction(
+                    results, fresh, indexed = await self._db.run_transaction(
                         partial(self._write_each, batch=batch, lease_us=lease_us))
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 if len(batch) > 1 and not is_retriable(exc):
@@ -192,6 +199,7 @@ class Outbox:
                         request.future.set_exception(exc)
                 continue
             self._hand(fresh)
+            self._index_later(indexed)
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)
@@ -205,10 +213,15 @@ class Outbox:
             until = now_us() + self._lease_us // 2
             self._fresh.extend((until, entry) for entry in fresh)
 
+    def _index_later(self, indexed: Indexed) -> None:
+        if self._bands is not None and indexed:
+            self._bands(indexed)
+
     async def _write_one(self, request: _Request) -> None:
         try:
-            results, fresh = await self._db.run_transaction(
+            results, _, indexed = await self._db.run_transaction(
                 partial(self._write_each, batch=[request], lease_us=None))
+            self._index_later(indexed)
             result = results[0]
         except Exception as exc:  # noqa: BLE001 - the waiter hears of it
             if not request.future.done():
@@ -220,23 +233,30 @@ class Outbox:
             self.new_entries.set()
 
     async def _write_group(self, tx: Executor, batch: list[_Request], lease_us: int | None
-                           ) -> tuple[list[Added], list[DueEntry]]:
+                           ) -> tuple[list[Added], list[DueEntry], Indexed]:
         """A group's transaction: the fast path (:meth:`_insert_batch`) and its index rows.
-        Returns the results and, when ``lease_us`` is given, the new entries, committed leased
-        for that long."""
+        Returns the results, when ``lease_us`` is given the new entries, committed leased
+        for that long, and the fingerprints it indexed."""
         fresh: list[DueEntry] = []
         results = await self._insert_batch(tx, batch, lease_us, fresh)
-        await _index(tx, batch, results)
-        return results, fresh
+        return results, fresh, await self._index(tx, batch, results)
 
     async def _write_each(self, tx: Executor, batch: list[_Request], lease_us: int | None
-                          ) -> tuple[list[Added], list[DueEntry]]:
+                          ) -> tuple[list[Added], list[DueEntry], Indexed]:
         """As :meth:`_write_group`, one request at a time (tracking-code collisions
         resolved)."""
         fresh: list[DueEntry] = []
         results = [await self._insert(tx, request, lease_us, fresh) for request in batch]
-        await _index(tx, batch, results)
-        return results, fresh
+        return results, fresh, await self._index(tx, batch, results)
+
+    async def _index(self, tx: Executor, batch: list[_Request], results: list[Added]
+                     ) -> Indexed:
+        """Index the fingerprints of the complaints the group made (or had made already),
+        not of repeats that turned out to be an earlier complaint."""
+        return await record_many(
+            tx, [r.fingerprint for r, added in zip(batch, results, strict=True)
+                 if r.fingerprint is not None and added.complaint_id == r.complaint.id],
+            bands=self._bands is None)
 
     async def _insert_batch(self, tx: Executor, batch: list[_Request], lease_us: int | None,
                             fresh: list[DueEntry]) -> list[Added]:
@@ -691,14 +711,6 @@ async def stop_group_writer(writer: asyncio.Task[None] | None,
         request = queue.get_nowait()
         if not request.future.done():
             request.future.set_exception(StoreError(f"{name} closed"))
-
-
-async def _index(tx: Executor, batch: list[_Request], results: list[Added]) -> None:
-    """Index the fingerprints of the complaints the group made (or had made already), not of
-    repeats that turned out to be an earlier complaint."""
-    await record_many(tx, [r.fingerprint for r, added in zip(batch, results, strict=True)
-                           if r.fingerprint is not None
-                           and added.complaint_id == r.complaint.id])
 
 
 

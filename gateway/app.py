@@ -41,6 +41,7 @@ from connectors.webform import CsrfGuard, Render, WebformConnector
 from connectors.whatsapp import WhatsAppConnector
 from connectors.x import XConnector
 from errors import LaporError, StoreUnavailable
+from forwarder.bands import BandWriter
 from forwarder.broker import EmbeddedBroker
 from forwarder.db import Database, open_database
 from forwarder.fingerprints import FingerprintIndex
@@ -105,6 +106,7 @@ BOOTSTRAP = web.AppKey("bootstrap", str)
 PRODUCER = web.AppKey("producer", Producer)
 OUTBOX = web.AppKey("outbox", Outbox)
 INBOX = web.AppKey("inbox", Inbox)
+BANDS = web.AppKey("bands", BandWriter)
 STORE = web.AppKey("store", CentralStore)
 STATUS = web.AppKey("status", StatusService)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -272,10 +274,19 @@ async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
     # The inbox has its own writer (on SQLite its own file): a burst of webhooks is kept
     # without waiting on the intake's and the forwarder's transactions.
     inbox_db = await db.sibling("inbox")
+    # Near-duplicate band rows: on SQLite their own file and writer, after the group commit.
+    bands_db = await db.sibling("lsh", searched=True) if settings.dedup.enabled else db
     try:
-        async with Outbox(db) as outbox, Inbox(
+        async with contextlib.AsyncExitStack() as stack:
+            if bands_db is not db:
+                app[BANDS] = await stack.enter_async_context(
+                    BandWriter(bands_db, db, settings.dedup.window_days * 86400))
+            outbox = await stack.enter_async_context(Outbox(db))
+            inbox = await stack.enter_async_context(Inbox(
                 inbox_db, max_pending=settings.gateway.outbox_max_pending,
-                retry_after_s=settings.gateway.retry_after_s) as inbox:
+                retry_after_s=settings.gateway.retry_after_s))
+            if BANDS in app:
+                outbox.defer_bands(app[BANDS].put)
             app[OUTBOX] = outbox
             app[INBOX] = inbox
             lifecycle = settings.lifecycle
@@ -291,8 +302,8 @@ async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
             app[REPLY_QUEUE] = ReplyQueue(db)
             yield
     finally:
-        if inbox_db is not db:
-            await inbox_db.close()
+        for sibling in {inbox_db, bands_db} - {db}:
+            await sibling.close()
 
 
 async def _sink(app: web.Application) -> AsyncIterator[None]:
@@ -361,7 +372,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         lifecycle=app[LIFECYCLE],
         near_duplicates=NearDuplicates(
             FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
-                             limit=settings.dedup.max_candidates),
+                             limit=settings.dedup.max_candidates, bands=app.get(BANDS)),
             settings.dedup.window_days * 86400) if settings.dedup.enabled else None,
         max_pending=settings.gateway.outbox_max_pending,
         retry_after_s=settings.gateway.retry_after_s,
@@ -475,6 +486,8 @@ async def forwarder_state(app: web.Application) -> dict[str, Any]:
         state["outbox"] = {"pending": depth, "oldest_s": round(age, 3)}
         state["inbox"] = {"pending": await app[INBOX].depth()}
         state["publisher_last_error"] = app[PUBLISHER].last_error
+    if BANDS in app:  # near-duplicate band rows not written to their file yet
+        state["lsh_bands"] = {"unwritten": app[BANDS].unwritten}
     if BROKER in app:
         state["embedded_broker"] = {"pid": app[BROKER].pid, "restarts": app[BROKER].restarts}
     return state

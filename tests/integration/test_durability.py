@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -177,3 +178,54 @@ async def test_production_roles_two_gateways_and_a_sink(
         for process in (first, second, sink):
             assert process.terminate() == 0, process.log()
     assert await _store_counts(pg) == (40, 40)
+
+
+async def test_near_duplicates_found_across_a_kill9_that_lost_the_band_rows(
+    tmp_path: Path, kafka_env: dict[str, str]
+) -> None:
+    """SQLite: the near-duplicate index's band rows are written after the intake's commit, in
+    a file of their own. A kill -9 may lose the ones not written yet (here: all of them, wiped
+    from that file while the gateway is down); the next start rebuilds them, and a near
+    duplicate of a complaint accepted before the kill is still labelled as one."""
+    env = {**kafka_env, "LAPOR_CONNECTORS__API__KEYS": json.dumps({"partner": API_KEY})}
+    text = "Lampu penerangan jalan di Jl. Pahlawan Samarinda mati seminggu, malam gelap sekali."
+    gateway = GatewayProcess(tmp_path / "gw", env)
+    await gateway.start()
+    async with aiohttp.ClientSession() as session:
+        first = await _submit_text(session, gateway.url, "nd-1", text)
+    gateway.kill9()
+    bands = sqlite3.connect(tmp_path / "gw" / "lapor-lsh.db")
+    with bands:
+        bands.execute("DELETE FROM lsh_bands")
+    bands.close()
+
+    restarted = GatewayProcess(tmp_path / "gw", env)
+    await restarted.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            second = await _submit_text(session, restarted.url, "nd-2",
+                                        "LAMPU JALAN JL PAHLAWAN SAMARINDA MATI SEMINGGU, GELAP")
+
+        async def written() -> bool:
+            return (await readyz(restarted.url))["lsh_bands"] == {"unwritten": 0}
+
+        await wait_for(written, within=30, what="the new band rows written to their file")
+    finally:
+        assert restarted.terminate() == 0, restarted.log()
+    main = sqlite3.connect(tmp_path / "gw" / "lapor.db")
+    try:
+        payload = main.execute("SELECT payload FROM outbox WHERE id = ?",
+                               (second["id"],)).fetchone()[0]
+    finally:
+        main.close()
+    assert json.loads(payload)["duplicate_of"] == first["id"]
+    assert "rebuilt the rows of 1 complaints" in restarted.log()
+
+
+async def _submit_text(session: aiohttp.ClientSession, url: str, external_id: str,
+                       body: str) -> dict[str, str]:
+    async with session.post(f"{url}/api/v1/complaints", headers=HEADERS,
+                            json={"external_id": external_id, "body": body}) as response:
+        assert response.status == 202, await response.text()
+        result: dict[str, str] = await response.json()
+        return result

@@ -4,11 +4,16 @@ store, within the window, the per-key and the overall bounds."""
 
 from __future__ import annotations
 
-from forwarder.db import Database
+from pathlib import Path
+
+from forwarder.bands import BandWriter
+from forwarder.db import Database, open_database
 from forwarder.fingerprints import FingerprintIndex, NewFingerprint
+from forwarder.outbox import now_us
 from normalizer.dedup import decide
 from normalizer.routing import Router
 from normalizer.similarity import fingerprint, index_hashes
+from tests.integration.support import wait_for
 
 ROUTER = Router.from_files()
 LAMP = "Lampu penerangan jalan di Jl. Pahlawan Samarinda mati seminggu, malam sangat gelap."
@@ -59,3 +64,85 @@ async def test_the_decision_is_the_same_from_memory_and_from_the_store(db: Datab
     from_store = decide(query, await FingerprintIndex(db).candidates(keys, 0))
     assert from_memory.is_duplicate and from_memory == from_store
     assert from_memory.candidates == 19
+
+
+def indexed_keys(n: int, received_us: int) -> NewFingerprint:
+    """A complaint whose keys are its fingerprint's own (as the intake indexes it)."""
+    fp = fingerprint(f"{LAMP} RT {n:02d}", ROUTER)
+    return NewFingerprint(f"{n:032x}", f"{n:032x}", received_us, None, None, fp,
+                          index_hashes(fp))
+
+
+async def _band_rows(db: Database) -> set[tuple[int, int, int]]:
+    return {(int(r[0]), int(r[1]), int(r[2]))
+            for r in await db.fetch("SELECT band_key, received_us, seq FROM lsh_bands")}
+
+
+async def test_band_rows_written_later_are_found_before_and_after(tmp_path: Path) -> None:
+    """SQLite: band rows go to their own file after the fingerprint's commit; a lookup finds a
+    complaint from the moment it is recorded, whether its rows are written yet or not."""
+    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
+    bands_db = await db.sibling("lsh", searched=True)
+    now = now_us()
+    try:
+        async with BandWriter(bands_db, db, window_s=86400) as bands:
+            index = FingerprintIndex(db, bands=bands)
+            first = indexed_keys(1, now - 10)
+            assert await index.record(first)
+            unwritten = bands.pending(first.keys, 0)  # handed over: in memory at once
+            found = await FingerprintIndex(db, bands=bands, cache_size=1).candidates(
+                first.keys, now - 1000)
+            assert [c.complaint_id for c in found] == [first.complaint_id]
+            await wait_for(lambda: _idle(bands), within=10, what="band rows written")
+            assert bands.pending(first.keys, 0) == {}
+            assert unwritten in ({}, {1: now - 10})
+            second = indexed_keys(2, now)
+            assert await index.record(second)
+            # Written or not, both are found, newest first, by an index that has read nothing.
+            found = await FingerprintIndex(db, bands=bands).candidates(second.keys, now - 1000)
+            assert [c.complaint_id for c in found] == [second.complaint_id, first.complaint_id]
+        # Closing waited for the queue: every row is in the band file, none in the main one.
+        assert await _band_rows(bands_db) == {(k, e.received_us, seq) for seq, e in
+                                              ((1, first), (2, second)) for k in set(e.keys)}
+        assert await _band_rows(db) == set()
+    finally:
+        await bands_db.close()
+        await db.close()
+
+
+async def test_band_rows_lost_with_the_process_are_rebuilt_at_start(tmp_path: Path) -> None:
+    """Fingerprints committed whose band rows were never written (the process was killed
+    first) are indexed again when the next start opens the band file; those outside the
+    near-duplicate window are not."""
+    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
+    bands_db = await db.sibling("lsh", searched=True)
+    now = now_us()
+    try:
+        async with BandWriter(bands_db, db, window_s=3600) as bands:
+            assert await FingerprintIndex(db, bands=bands).record(indexed_keys(1, now - 100))
+        killed = BandWriter(bands_db, db, window_s=3600)  # never entered: writes nothing
+        index = FingerprintIndex(db, bands=killed)
+        entries = [indexed_keys(n, now - n) for n in range(2, 6)]
+        entries.append(indexed_keys(6, now - 7200 * 1_000_000))  # older than the window
+        for entry in entries:
+            assert await index.record(entry)
+        assert len(await _band_rows(bands_db)) == len(set(indexed_keys(1, 0).keys))
+
+        restarted = BandWriter(bands_db, db, window_s=3600)
+        async with restarted:
+            pass
+        rows = await _band_rows(bands_db)
+        assert {seq for _, _, seq in rows} == {1, 2, 3, 4, 5}
+        assert len(rows) == sum(len(set(e.keys)) for e in [indexed_keys(1, 0), *entries[:4]])
+        found = await FingerprintIndex(db, bands=restarted).candidates(entries[0].keys, 0)
+        assert entries[0].complaint_id in {c.complaint_id for c in found}
+        async with BandWriter(bands_db, db, window_s=3600) as again:  # nothing left to do
+            assert again.written == 0
+        assert await again.repair() == 0
+    finally:
+        await bands_db.close()
+        await db.close()
+
+
+async def _idle(bands: BandWriter) -> bool:
+    return bands.unwritten == 0
