@@ -24,12 +24,13 @@ side, and every instance must see every other's rows at once.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Sequence
 from functools import partial
 
-from errors import LaporError
-from forwarder.db import Database
+from errors import is_retriable
+from forwarder.db import Database, Row
 from forwarder.fingerprints import Indexed, NewFingerprint, band_rows, insert_bands
 from forwarder.outbox import now_us
 from normalizer.similarity import Fingerprint, index_hashes
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive failed writes
 REPAIR_CHUNK = 2000  # fingerprints re-indexed per transaction at start
 STOP_WAIT_S = 5.0  # how long closing waits for the rows still queued (the rest: repair)
+#: Complaints whose band rows may wait in memory (about 6 KiB each): past it new complaints
+#: are refused with 503 + Retry-After, as past the outbox's bound, until the file takes rows
+#: again.
+MAX_UNWRITTEN = 20_000
+
 
 class BandWriter:
     """``async with BandWriter(bands_db, fingerprints_db, window_s):`` repairs, then writes
@@ -62,6 +68,7 @@ class BandWriter:
     async def __aenter__(self) -> BandWriter:
         await self.repair()
         self._task = asyncio.create_task(self._write_loop(), name="lsh-bands-writer")
+        self._task.add_done_callback(_report_end)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -83,6 +90,12 @@ class BandWriter:
         """Complaints handed over whose band rows are not committed yet."""
         return self._unwritten
 
+    @property
+    def full(self) -> bool:
+        """Whether new complaints must wait: :data:`MAX_UNWRITTEN` are unwritten (the band
+        file refuses writes, or its writer stopped)."""
+        return self._unwritten >= MAX_UNWRITTEN
+
     def put(self, indexed: Indexed) -> None:
         """Committed fingerprints (``seq``, entry): searchable at once, written soon."""
         if not indexed:
@@ -95,15 +108,22 @@ class BandWriter:
         self._idle.clear()
         self._ready.set()
 
-    def pending(self, keys: Sequence[int], since_us: int) -> dict[int, int]:
+    def pending(self, keys: Sequence[int], since_us: int, per_key: int) -> dict[int, int]:
         """``seq`` -> ``received_us`` of the complaints handed over and not yet written that
-        share one of ``keys`` and were received at or after ``since_us``."""
+        share one of ``keys`` and were received at or after ``since_us``: each key's newest
+        ``per_key``, as the store's lookup reads them (so a busy key in a burst does not push
+        out what another key finds)."""
         found: dict[int, int] = {}
         if self._pending:
             for key in keys:
-                for seq, received_us in self._pending.get(key, {}).items():
-                    if received_us >= since_us:
-                        found[seq] = received_us
+                unwritten = self._pending.get(key)
+                if not unwritten:
+                    continue
+                recent = [(received_us, seq) for seq, received_us in unwritten.items()
+                          if received_us >= since_us]
+                if len(recent) > per_key:
+                    recent = heapq.nlargest(per_key, recent)
+                found.update((seq, received_us) for received_us, seq in recent)
         return found
 
     async def _write_loop(self) -> None:
@@ -116,11 +136,13 @@ class BandWriter:
                 try:
                     await self.db.run_transaction(partial(insert_bands, rows=band_rows(group)))
                     break
-                except LaporError as exc:  # the rows stay searchable in memory meanwhile
+                except Exception as exc:  # noqa: BLE001 - searchable in memory meanwhile
                     failures += 1
                     delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
-                    log.warning("lsh bands: writing %d complaints' rows failed (%s); retry in "
-                                "%.1f s", len(group), exc, delay)
+                    level = logging.WARNING if is_retriable(exc) else logging.ERROR
+                    log.log(level, "lsh bands: writing %d complaints' rows failed (%s: %s); "
+                            "%d unwritten; retry in %.1f s", len(group), type(exc).__name__,
+                            exc, self._unwritten, delay)
                     await asyncio.sleep(delay)
             self._forget(group)
             self._unwritten -= len(group)
@@ -140,10 +162,21 @@ class BandWriter:
 
     async def repair(self) -> int:
         """Write the band rows of the fingerprints after the newest ``seq`` indexed (received
-        within the window); returns how many complaints that was."""
-        row = await self.db.fetchrow("SELECT MAX(seq) FROM lsh_bands")
-        last = int(row[0]) if row is not None and row[0] is not None else 0
+        within the window); returns how many complaints that was.
+
+        Rows past the newest fingerprint (the main file was restored from a backup, and its
+        ``seq`` numbers will be given out again) point at nothing yet: they are deleted first.
+        Band rows left in the fingerprints' own file by an earlier version are deleted too."""
+        if self._fingerprints is not self.db:
+            await self._fingerprints.execute("DELETE FROM lsh_bands")
+        newest = await self._fingerprints.fetchrow("SELECT MAX(seq) FROM fingerprints")
+        newest_seq = _seq(newest)
+        await self.db.execute("DELETE FROM lsh_bands WHERE seq > $1", newest_seq)
+        last = _seq(await self.db.fetchrow("SELECT MAX(seq) FROM lsh_bands"))
         since_us = now_us() - int(self._window_s * 1_000_000)
+        if newest_seq > last:
+            log.info("lsh bands: indexing the fingerprints after seq %d (up to %d) received "
+                     "within the window", last, newest_seq)
         repaired = 0
         while True:
             rows = await self._fingerprints.fetch(
@@ -151,8 +184,7 @@ class BandWriter:
                 " AND received_us >= $2 ORDER BY seq LIMIT $3", last, since_us, REPAIR_CHUNK)
             if not rows:
                 break
-            group = [(int(seq), _entry(int(received_us), bytes(data)))
-                     for seq, received_us, data in rows]
+            group = await asyncio.to_thread(_entries, rows)  # CPU: off the event loop
             await self.db.run_transaction(partial(insert_bands, rows=band_rows(group)))
             repaired += len(group)
             last = group[-1][0]
@@ -162,8 +194,24 @@ class BandWriter:
         return repaired
 
 
-def _entry(received_us: int, data: bytes) -> NewFingerprint:
-    """What band rows need of a stored fingerprint: its keys and when it was received."""
-    fingerprint = Fingerprint.from_bytes(data)
-    return NewFingerprint("", "", received_us, None, None, fingerprint,
-                          index_hashes(fingerprint))
+def _seq(row: Row | None) -> int:
+    """``MAX(seq)`` as read (0 for an empty table)."""
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """The writer loop only ends when cancelled; anything else is a bug: say so loudly (the
+    rows stay in memory, :attr:`BandWriter.full` refuses complaints in the end)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("lsh bands: the writer stopped: %r", task.exception())
+
+
+def _entries(rows: list[Row]) -> list[tuple[int, NewFingerprint]]:
+    """What band rows need of stored fingerprints ``(seq, received_us, fingerprint)``: their
+    keys and when they were received."""
+    entries = []
+    for seq, received_us, data in rows:
+        fingerprint = Fingerprint.from_bytes(bytes(data))
+        entries.append((int(seq), NewFingerprint("", "", int(received_us), None, None,
+                                                 fingerprint, index_hashes(fingerprint))))
+    return entries

@@ -104,6 +104,11 @@ class FingerprintIndex:
         #: keep what was parsed from them and are not read again.
         self._cache: OrderedDict[int, StoredFingerprint] = OrderedDict()
 
+    @property
+    def behind(self) -> bool:
+        """Whether too many band rows wait to be written (:attr:`BandWriter.full`)."""
+        return self._bands is not None and self._bands.full
+
     async def candidates(self, keys: Sequence[int], since_us: int) -> list[StoredFingerprint]:
         """Stored complaints received at or after ``since_us`` sharing a key, newest first
         (their fingerprints are read lazily, see :class:`StoredFingerprint`)."""
@@ -111,7 +116,8 @@ class FingerprintIndex:
         if not unique:
             return []
         # Handed over but not yet written first: a group written meanwhile is in the store.
-        unwritten = self._bands.pending(unique, since_us) if self._bands is not None else {}
+        unwritten = ({} if self._bands is None
+                     else self._bands.pending(unique, since_us, self._per_key))
         ids = await self._bands_db.fetch(_ids_sql(len(unique)), since_us, self._per_key,
                                          self._limit, *unique)
         seqs = [int(row[0]) for row in ids]

@@ -95,8 +95,12 @@ class _Request:
 class Outbox:
     """The outbox table plus a group-commit writer task. Use as an async context manager."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, bands: Callable[[Indexed], None] | None = None) -> None:
+        """``bands``: commit new fingerprints without their band rows and hand them, once
+        committed, to this (:meth:`forwarder.bands.BandWriter.put`), which writes those
+        elsewhere; None: in the same transaction."""
         self._db = db
+        self._bands = bands
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         #: Set whenever new entries are committed, so the publisher wakes at once.
@@ -106,13 +110,6 @@ class Outbox:
         #: lease gone: it is left to the table's claim, so a slow publisher never sends it
         #: twice).
         self._fresh: deque[tuple[int, DueEntry]] = deque()
-        #: Where new fingerprints' band rows go after the commit, or None: in it.
-        self._bands: Callable[[Indexed], None] | None = None
-
-    def defer_bands(self, put: Callable[[Indexed], None]) -> None:
-        """Commit new fingerprints without their band rows and hand them, once committed, to
-        ``put`` (:meth:`forwarder.bands.BandWriter.put`), which writes those elsewhere."""
-        self._bands = put
 
     def hand_over(self, lease_s: float | None) -> None:
         """Commit new entries leased for ``lease_s`` to this instance's publisher, which takes

@@ -281,12 +281,11 @@ async def _outbox_and_store(app: web.Application) -> AsyncIterator[None]:
             if bands_db is not db:
                 app[BANDS] = await stack.enter_async_context(
                     BandWriter(bands_db, db, settings.dedup.window_days * 86400))
-            outbox = await stack.enter_async_context(Outbox(db))
+            outbox = await stack.enter_async_context(
+                Outbox(db, bands=app[BANDS].put if BANDS in app else None))
             inbox = await stack.enter_async_context(Inbox(
                 inbox_db, max_pending=settings.gateway.outbox_max_pending,
                 retry_after_s=settings.gateway.retry_after_s))
-            if BANDS in app:
-                outbox.defer_bands(app[BANDS].put)
             app[OUTBOX] = outbox
             app[INBOX] = inbox
             lifecycle = settings.lifecycle

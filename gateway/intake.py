@@ -108,6 +108,7 @@ class GatewayIntake:
         self._router = router
         self._near = near_duplicates
         self._backlog = Backlog(outbox, max_pending, retry_after_s) if max_pending else None
+        self._retry_after_s = retry_after_s
         self._repeat_window_s = repeat_window_s
         self._outbox = outbox
         self._attachments = attachments
@@ -116,9 +117,16 @@ class GatewayIntake:
         self._turns = Turns()
 
     async def refusal(self) -> StoreUnavailable | None:
-        """The refusal new complaints get now (the outbox past its bound), or None."""
+        """The refusal new complaints get now (the outbox past its bound, the near-duplicate
+        index's band rows not written), or None."""
         if self._backlog is not None and await self._backlog.full():
             return self._backlog.refusal()
+        return self._index_refusal()
+
+    def _index_refusal(self) -> StoreUnavailable | None:
+        if self._near is not None and self._near.index.behind:
+            return StoreUnavailable("near-duplicate index: band rows not written yet",
+                                    retry_after=self._retry_after_s)
         return None
 
     async def submit(self, raw: RawMessage) -> IntakeResult:
@@ -141,6 +149,9 @@ class GatewayIntake:
                 return IntakeResult(cid, known.tracking_code, True)
             INTAKE_TOTAL.labels(raw.channel, "refused_full").inc()
             raise self._backlog.refusal()
+        if (refused := self._index_refusal()) is not None:
+            INTAKE_TOTAL.labels(raw.channel, "refused_full").inc()
+            raise refused
         async with self._turns():
             complaint = self._normalize(raw, cid)
         fingerprint: Fingerprint | None = None

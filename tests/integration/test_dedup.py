@@ -6,15 +6,18 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+import forwarder.bands as bands_module
 from config.settings import load_settings
-from forwarder.db import Database, open_database
+from errors import StoreUnavailable
+from forwarder.bands import BandWriter
+from forwarder.db import Database, Executor, open_database
 from forwarder.fingerprints import FingerprintIndex
 from forwarder.outbox import Outbox
 from forwarder.replies import ReplyQueue
@@ -26,6 +29,7 @@ from gateway.status import StatusService
 from normalizer.raw import RawMessage, Sender
 from normalizer.routing import Router
 from normalizer.schema import Complaint
+from tests.integration.support import wait_for
 
 DAY = 86400.0
 ROUTER = Router.from_files()
@@ -41,16 +45,24 @@ LAMP_WA = "Min lampu jalan di jl pahlawan samarinda mati terus sdh 1 minggu, tlg
 @asynccontextmanager
 async def gateway(url: str, tmp_path: Path, window_s: float = 30 * DAY,
                   ) -> AsyncIterator[tuple[GatewayIntake, Database]]:
-    """One gateway instance's intake on the store at ``url``."""
+    """One gateway instance's intake on the store at ``url``, wired as ``lapor-gateway run``
+    wires it: on SQLite the band rows go to their own file after each commit."""
     db = await open_database(url, pool_size=2)
+    bands_db = await db.sibling("lsh", searched=True)
     try:
-        async with Outbox(db) as outbox:
+        async with AsyncExitStack() as stack:
+            bands = None if bands_db is db else await stack.enter_async_context(
+                BandWriter(bands_db, db, window_s))
+            outbox = await stack.enter_async_context(
+                Outbox(db, bands=bands.put if bands else None))
             yield GatewayIntake(outbox, AttachmentStore(tmp_path / "att", 1024 * 1024),
                                 StatusService(CentralStore(db), outbox), ReplyQueue(db),
                                 ROUTER, repeat_window_s=3600,
-                                near_duplicates=NearDuplicates(FingerprintIndex(db),
-                                                               window_s)), db
+                                near_duplicates=NearDuplicates(
+                                    FingerprintIndex(db, bands=bands), window_s)), db
     finally:
+        if bands_db is not db:
+            await bands_db.close()
         await db.close()
 
 
@@ -162,3 +174,43 @@ async def test_a_labelling_fault_never_costs_a_complaint(
         assert not second.duplicate and second.complaint_id != first.complaint_id
         assert (await stored(db, second.complaint_id)).duplicate_of is None
     assert "near-duplicate check failed" in caplog.text and "RuntimeError" in caplog.text
+
+
+async def test_intake_waits_while_the_band_file_refuses_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: band rows that cannot be written stay searchable in memory, up to a bound;
+    past it new complaints are refused (503 + Retry-After, the channel retries) until the
+    file takes rows again. Nothing accepted is lost and the duplicate is still found."""
+    monkeypatch.setattr(bands_module, "MAX_UNWRITTEN", 2)
+    refusing = True
+    real_insert = bands_module.insert_bands
+
+    async def insert(tx: Executor, rows: object) -> None:
+        if refusing:
+            raise StoreUnavailable("disk I/O error")
+        await real_insert(tx, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bands_module, "insert_bands", insert)
+    async with gateway(f"sqlite:///{tmp_path}/lapor.db", tmp_path) as (intake, db):
+        first = await intake.submit(message("webform", "w1", LAMP_WEB, "web-1"))
+        await intake.submit(message("webform", "w2", LAMP_OTHER_STREET, "web-2"))
+        assert await intake.refusal() is not None
+        with pytest.raises(StoreUnavailable):
+            await intake.submit(message("sms", "s1", LAMP_SMS, "+6281234500001"))
+        refusing = False
+
+        async def taken() -> bool:
+            return await intake.refusal() is None
+
+        await wait_for(taken, within=10, what="the band rows written once the file recovers")
+        sms = await intake.submit(message("sms", "s1", LAMP_SMS, "+6281234500001"))
+        assert (await stored(db, sms.complaint_id)).duplicate_of == first.complaint_id
+    assert len(await _rows(tmp_path / "lapor-lsh.db")) > 0
+
+
+async def _rows(path: Path) -> list[tuple[object, ...]]:
+    bands = await open_database(f"sqlite:///{path}")
+    try:
+        return await bands.fetch("SELECT seq FROM lsh_bands")
+    finally:
+        await bands.close()

@@ -4,7 +4,10 @@ store, within the window, the per-key and the overall bounds."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from forwarder.bands import BandWriter
 from forwarder.db import Database, open_database
@@ -66,6 +69,19 @@ async def test_the_decision_is_the_same_from_memory_and_from_the_store(db: Datab
     assert from_memory.candidates == 19
 
 
+Stores = tuple[Database, Database]  # the main store, the band file
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    """A SQLite store and its band file, as ``lapor-gateway run`` opens them."""
+    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
+    bands_db = await db.sibling("lsh", searched=True)
+    yield db, bands_db
+    await bands_db.close()
+    await db.close()
+
+
 def indexed_keys(n: int, received_us: int) -> NewFingerprint:
     """A complaint whose keys are its fingerprint's own (as the intake indexes it)."""
     fp = fingerprint(f"{LAMP} RT {n:02d}", ROUTER)
@@ -78,71 +94,93 @@ async def _band_rows(db: Database) -> set[tuple[int, int, int]]:
             for r in await db.fetch("SELECT band_key, received_us, seq FROM lsh_bands")}
 
 
-async def test_band_rows_written_later_are_found_before_and_after(tmp_path: Path) -> None:
+async def test_band_rows_written_later_are_found_before_and_after(stores: Stores) -> None:
     """SQLite: band rows go to their own file after the fingerprint's commit; a lookup finds a
     complaint from the moment it is recorded, whether its rows are written yet or not."""
-    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
-    bands_db = await db.sibling("lsh", searched=True)
+    db, bands_db = stores
     now = now_us()
-    try:
-        async with BandWriter(bands_db, db, window_s=86400) as bands:
-            index = FingerprintIndex(db, bands=bands)
-            first = indexed_keys(1, now - 10)
-            assert await index.record(first)
-            unwritten = bands.pending(first.keys, 0)  # handed over: in memory at once
-            found = await FingerprintIndex(db, bands=bands, cache_size=1).candidates(
-                first.keys, now - 1000)
-            assert [c.complaint_id for c in found] == [first.complaint_id]
-            await wait_for(lambda: _idle(bands), within=10, what="band rows written")
-            assert bands.pending(first.keys, 0) == {}
-            assert unwritten in ({}, {1: now - 10})
-            second = indexed_keys(2, now)
-            assert await index.record(second)
-            # Written or not, both are found, newest first, by an index that has read nothing.
-            found = await FingerprintIndex(db, bands=bands).candidates(second.keys, now - 1000)
-            assert [c.complaint_id for c in found] == [second.complaint_id, first.complaint_id]
-        # Closing waited for the queue: every row is in the band file, none in the main one.
-        assert await _band_rows(bands_db) == {(k, e.received_us, seq) for seq, e in
-                                              ((1, first), (2, second)) for k in set(e.keys)}
-        assert await _band_rows(db) == set()
-    finally:
-        await bands_db.close()
-        await db.close()
+    async with BandWriter(bands_db, db, window_s=86400) as bands:
+        index = FingerprintIndex(db, bands=bands)
+        first = indexed_keys(1, now - 10)
+        assert await index.record(first)
+        assert bands.pending(first.keys, 0, 10) == {1: now - 10}  # in memory at once
+        found = await FingerprintIndex(db, bands=bands, cache_size=1).candidates(
+            first.keys, now - 1000)
+        assert [c.complaint_id for c in found] == [first.complaint_id]
+        await wait_for(lambda: _idle(bands), within=10, what="band rows written")
+        assert bands.pending(first.keys, 0, 10) == {}
+        second = indexed_keys(2, now)
+        assert await index.record(second)
+        # Written or not, both are found, newest first, by an index that has read nothing.
+        found = await FingerprintIndex(db, bands=bands).candidates(second.keys, now - 1000)
+        assert [c.complaint_id for c in found] == [second.complaint_id, first.complaint_id]
+    # Closing waited for the queue: every row is in the band file, none in the main one.
+    assert await _band_rows(bands_db) == {(k, e.received_us, seq) for seq, e in
+                                          ((1, first), (2, second)) for k in set(e.keys)}
+    assert await _band_rows(db) == set()
 
 
-async def test_band_rows_lost_with_the_process_are_rebuilt_at_start(tmp_path: Path) -> None:
+async def test_band_rows_lost_with_the_process_are_rebuilt_at_start(stores: Stores) -> None:
     """Fingerprints committed whose band rows were never written (the process was killed
     first) are indexed again when the next start opens the band file; those outside the
     near-duplicate window are not."""
-    db = await open_database(f"sqlite:///{tmp_path}/lapor.db")
-    bands_db = await db.sibling("lsh", searched=True)
+    db, bands_db = stores
     now = now_us()
-    try:
-        async with BandWriter(bands_db, db, window_s=3600) as bands:
-            assert await FingerprintIndex(db, bands=bands).record(indexed_keys(1, now - 100))
-        killed = BandWriter(bands_db, db, window_s=3600)  # never entered: writes nothing
-        index = FingerprintIndex(db, bands=killed)
-        entries = [indexed_keys(n, now - n) for n in range(2, 6)]
-        entries.append(indexed_keys(6, now - 7200 * 1_000_000))  # older than the window
-        for entry in entries:
-            assert await index.record(entry)
-        assert len(await _band_rows(bands_db)) == len(set(indexed_keys(1, 0).keys))
+    async with BandWriter(bands_db, db, window_s=3600) as bands:
+        assert await FingerprintIndex(db, bands=bands).record(indexed_keys(1, now - 100))
+    killed = BandWriter(bands_db, db, window_s=3600)  # never entered: writes nothing
+    index = FingerprintIndex(db, bands=killed)
+    entries = [indexed_keys(n, now - n) for n in range(2, 6)]
+    entries.append(indexed_keys(6, now - 7200 * 1_000_000))  # older than the window
+    for entry in entries:
+        assert await index.record(entry)
+    assert len(await _band_rows(bands_db)) == len(set(indexed_keys(1, 0).keys))
 
-        restarted = BandWriter(bands_db, db, window_s=3600)
-        async with restarted:
-            pass
-        rows = await _band_rows(bands_db)
-        assert {seq for _, _, seq in rows} == {1, 2, 3, 4, 5}
-        assert len(rows) == sum(len(set(e.keys)) for e in [indexed_keys(1, 0), *entries[:4]])
-        found = await FingerprintIndex(db, bands=restarted).candidates(entries[0].keys, 0)
-        assert entries[0].complaint_id in {c.complaint_id for c in found}
-        async with BandWriter(bands_db, db, window_s=3600) as again:  # nothing left to do
-            assert again.written == 0
-        assert await again.repair() == 0
-    finally:
-        await bands_db.close()
-        await db.close()
+    restarted = BandWriter(bands_db, db, window_s=3600)
+    async with restarted:
+        pass
+    rows = await _band_rows(bands_db)
+    assert {seq for _, _, seq in rows} == {1, 2, 3, 4, 5}
+    assert len(rows) == sum(len(set(e.keys)) for e in [indexed_keys(1, 0), *entries[:4]])
+    found = await FingerprintIndex(db, bands=restarted).candidates(entries[0].keys, 0)
+    assert entries[0].complaint_id in {c.complaint_id for c in found}
+    assert await restarted.repair() == 0  # nothing left to do
 
 
 async def _idle(bands: BandWriter) -> bool:
     return bands.unwritten == 0
+
+
+async def test_unwritten_rows_are_searched_as_the_store_would_per_key(stores: Stores) -> None:
+    """In memory, as in the store, a key gives its newest ``per_key`` complaints: a burst on a
+    busy key cannot crowd out what another key finds."""
+    db, bands_db = stores
+    stopped = BandWriter(bands_db, db, window_s=3600)  # never entered: keeps all in memory
+    index = FingerprintIndex(db, per_key=3, limit=4, bands=stopped)
+    for n in range(1, 11):  # ten on the hot key, received at 100..1000
+        assert await index.record(entry(n, [HOT], 100 * n))
+    assert await index.record(entry(11, [RARE], 50))
+    assert stopped.pending([HOT, RARE], 0, 3) == {10: 1000, 9: 900, 8: 800, 11: 50}
+    found = await index.candidates([HOT, RARE], 0)
+    assert [c.complaint_id for c in found] == [f"{n:032x}" for n in (10, 9, 8, 11)]
+    assert stopped.unwritten == 11
+
+
+async def test_band_rows_ahead_of_a_restored_store_are_dropped(stores: Stores) -> None:
+    """The main file restored from an older backup gives its ``seq`` numbers out again: the
+    band rows past its newest fingerprint point at nothing and are deleted at start, so the
+    complaints that take those numbers are indexed, not shadowed."""
+    db, bands_db = stores
+    now = now_us()
+    async with BandWriter(bands_db, db, window_s=3600) as bands:
+        index = FingerprintIndex(db, bands=bands)
+        for n in (1, 2, 3):
+            assert await index.record(indexed_keys(n, now - n))
+    await db.execute("DELETE FROM fingerprints WHERE seq > 1")  # the restored backup
+    async with BandWriter(bands_db, db, window_s=3600) as bands:
+        assert {seq for _, _, seq in await _band_rows(bands_db)} == {1}
+        index = FingerprintIndex(db, bands=bands)
+        assert await index.record(indexed_keys(7, now))  # takes seq 2 again
+    rows = await _band_rows(bands_db)
+    assert {(k, seq) for k, _, seq in rows} == \
+        {(k, 1) for k in indexed_keys(1, 0).keys} | {(k, 2) for k in indexed_keys(7, 0).keys}
