@@ -218,6 +218,7 @@ def _run(args: argparse.Namespace, url: str, data_dir: Path,
     rows += [
         ["outage (s)", args.outage, "", ""],
         ["backlog: prefilled + accepted in outage", backlog, "", ""],
+        ["drain: resume -> 10% stored (s)", marks[0.1], "", ""],
         ["drain: resume -> all published (s)", published_s, "", ""],
         ["drain: resume -> all stored (s)", done if done is not None else "not in 600 s", "", ""],
         ["drain: gateway CPU per 1,000 (s)", per_k[gateway_pid], "", ""],

@@ -7,6 +7,7 @@ errors into :mod:`errors` types at the boundary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -149,9 +150,46 @@ class Producer:
         self._settings = settings
         self._bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
+        #: The connection attempt in progress: the publisher's rounds in flight, the sink and
+        #: the receipts share this producer and may each find it down at once; they share
+        #: one attempt and its outcome.
+        self._attempt: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect; raises :class:`BrokerUnavailable` when no broker answers."""
+        """Connect, unless connected; raises :class:`BrokerUnavailable` when no broker
+        answers."""
+        if self._producer is None:
+            await self._shared_attempt(restart=False)
+
+    async def restart(self) -> None:
+        """Throw away the connection state and connect again (or wait for the attempt
+        already in progress and take its outcome)."""
+        await self._shared_attempt(restart=True)
+
+    async def stop(self) -> None:
+        """Flush what is buffered and close (an attempt to connect in progress ends)."""
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None and not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BrokerUnavailable):
+                await attempt
+        await self._close()
+
+    async def _shared_attempt(self, *, restart: bool) -> None:
+        attempt = self._attempt
+        if attempt is None or attempt.done():
+            attempt = self._attempt = asyncio.get_running_loop().create_task(
+                self._reconnect(restart))
+            attempt.add_done_callback(_retrieved)
+        await asyncio.shield(attempt)  # a caller that gives up does not end it for others
+
+    async def _reconnect(self, restart: bool) -> None:
+        if restart:
+            await self._close()
+        if self._producer is None:
+            await self._connect()
+
+    async def _connect(self) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             acks="all",
@@ -163,8 +201,10 @@ class Producer:
         )
         try:
             await producer.start()
-        except KafkaError as exc:
+        except BaseException as exc:
             await producer.stop()
+            if not isinstance(exc, KafkaError):
+                raise
             hint = ""
             if self._settings.idempotence() and "UnknownError" in type(exc).__name__:
                 hint = (" (the broker may not support idempotent producers: "
@@ -174,19 +214,13 @@ class Producer:
             ) from exc
         self._producer = producer
 
-    async def stop(self) -> None:
-        """Flush what is buffered and close."""
+    async def _close(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             try:
                 await producer.stop()
             except KafkaError as exc:
                 log.warning("producer stop failed: %s", exc)
-
-    async def restart(self) -> None:
-        """Throw away the connection state and connect again."""
-        await self.stop()
-        await self.start()
 
     @property
     def started(self) -> bool:
@@ -267,6 +301,12 @@ def dead_letter_record(record: Any, reason: str, source: str) -> Record:
     log.error("dead-lettering record %s: %s", origin, reason)
     return (record.key or b"", record.value or b"",
             cloudevent_headers(CE_TYPE_DEAD_LETTER, source, reason=reason[:1000], origin=origin))
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Mark a shared attempt's outcome as seen (its callers may all have given up)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _translate(exc: KafkaError) -> BrokerError:

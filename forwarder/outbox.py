@@ -110,6 +110,10 @@ class Outbox:
         #: lease gone: it is left to the table's claim, so a slow publisher never sends it
         #: twice).
         self._fresh: deque[tuple[int, DueEntry]] = deque()
+        #: Handed-over entries dropped unsent (past half their lease: the publisher was
+        #: stalled, e.g. by a broker outage): the next claim makes them due at once instead
+        #: of leaving them leased to nobody until the lease runs out.
+        self._stale: list[str] = []
 
     def hand_over(self, lease_s: float | None) -> None:
         """Commit new entries leased for ``lease_s`` to this instance's publisher, which takes
@@ -124,22 +128,26 @@ class Outbox:
 
     def take_fresh(self, limit: int) -> list[DueEntry]:
         """Up to ``limit`` handed-over entries, oldest first: committed, leased to the caller.
-        Entries past half their lease are dropped: the table's claim publishes them once the
-        lease runs out."""
+        Entries past half their lease are dropped (a publisher that took one so late might
+        still be sending it when the lease runs out and the table's claim sends it again):
+        the next :meth:`claim_due` makes them due and claims them."""
         fresh, now = self._fresh, now_us()
         taken: list[DueEntry] = []
         while fresh and len(taken) < limit:
             until, entry = fresh.popleft()
             if until >= now:
                 taken.append(entry)
+            else:
+                self._stale.append(entry.complaint_id)
         return taken
 
     async def release_fresh(self) -> None:
         """Make the entries not taken yet due in the table now (the publisher stops): the next
         start, or another instance, publishes them without waiting for their lease."""
-        ids = [entry.complaint_id for _, entry in self._fresh]
+        ids = [entry.complaint_id for _, entry in self._fresh] + self._stale
         self._fresh.clear()
-        await _set_by_ids(self._db, "next_attempt_us = $1 WHERE state = 'pending' AND", ids)
+        self._stale = []
+        await _set_by_ids(self._db, _DUE_NOW, ids)
 
     async def __aenter__(self) -> Outbox:
         self._writer = asyncio.create_task(self._write_loop(), name="outbox-writer")
@@ -399,13 +407,19 @@ class Outbox:
         shared connection, instead of two per batch).
         """
         claim = _CLAIM_POSTGRESQL if self._db.dialect == "postgresql" else _CLAIM_SQLITE
-        if not published:
+        stale, self._stale = self._stale, []
+        if not published and not stale:
             return await self._claim(self._db, claim, limit, lease_s)
         async def mark_and_claim(tx: Executor) -> list[DueEntry]:
             await self._mark_published(tx, published)
+            await _set_by_ids(tx, _DUE_NOW, stale)
             return await self._claim(tx, claim, limit, lease_s)
 
-        return await self._db.run_transaction(mark_and_claim)
+        try:
+            return await self._db.run_transaction(mark_and_claim)
+        except BaseException:
+            self._stale = stale + self._stale  # the next claim, or their lease, brings them
+            raise
 
     @staticmethod
     async def _claim(db: Executor, claim: str, limit: int, lease_s: float) -> list[DueEntry]:
@@ -652,6 +666,10 @@ _CLAIM_POSTGRESQL = (
     "  ORDER BY next_attempt_us LIMIT $3 FOR UPDATE SKIP LOCKED) due"
     " WHERE o.id = due.id"
     " RETURNING o.id, o.payload, o.attempts")
+
+
+#: :func:`_set_by_ids`: entries not sent yet become due at once.
+_DUE_NOW = "next_attempt_us = $1 WHERE state = 'pending' AND"
 
 
 async def _set_by_ids(db: Executor, assignment: str, ids: Sequence[str]) -> None:

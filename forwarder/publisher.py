@@ -22,7 +22,11 @@ from forwarder.outbox import DueEntry, Outbox
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0  # longest sleep when nothing is due (other instances may add entries)
-FAILURE_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # retry delays after consecutive failed rounds
+#: Retry delays after consecutive failed rounds: at most a second, so the backlog moves within
+#: a second of the broker's return (a frozen broker's requests time out anyway, at
+#: ``kafka.request_timeout_ms``; a refused connection costs one attempt a second).
+FAILURE_BACKOFF_S = (0.2, 0.5, 1.0)
+LOG_EVERY_FAILURE = 10  # past the first, every this many failed rounds is logged as a warning
 RECONNECT_AFTER = 3  # failed rounds in a row before the producer is rebuilt
 MAX_ROUNDS_IN_FLIGHT = 3  # claimed batches waiting for Kafka's acks at once (backlog only)
 DUE_POLL_S = 1.0  # longest time between claims from the table while new entries keep coming
@@ -235,8 +239,9 @@ class Publisher:
             self.last_error = str(error)
             delay = _backoff(self.failed_rounds)
             await self._outbox.mark_failed(failed, str(error), delay)
-            log.warning("publisher: %d of %d entries not accepted by Kafka (%s); retry in %.1fs",
-                        len(failed), len(entries), error, delay)
+            log.log(self._failure_level(), "publisher: %d of %d entries not accepted by Kafka "
+                    "(%s); retry in %.1fs (failed rounds in a row: %d)", len(failed),
+                    len(entries), error, delay, self.failed_rounds)
             return len(ok) if ok else -1
         self.failed_rounds = 0
         return len(ok)
@@ -247,7 +252,14 @@ class Publisher:
             log.info("publisher: producer reconnected")
         except LaporError as exc:
             self.last_error = str(exc)
-            log.warning("publisher: producer reconnect failed: %s", exc)
+            log.log(self._failure_level(), "publisher: producer reconnect failed: %s", exc)
+
+    def _failure_level(self) -> int:
+        """WARNING for the first failed round and every :data:`LOG_EVERY_FAILURE`th, DEBUG
+        between (an outage retried every second would otherwise log every second)."""
+        rounds = self.failed_rounds
+        return logging.WARNING if rounds <= 1 or rounds % LOG_EVERY_FAILURE == 0 \
+            else logging.DEBUG
 
 
 def _collect(rounds: set[asyncio.Task[int]], outcomes: list[int]) -> None:

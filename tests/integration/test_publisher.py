@@ -8,7 +8,13 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+from aiokafka import AIOKafkaProducer
+
+import forwarder.kafka as kafka_module
+from errors import BrokerUnavailable
 from forwarder.db import open_database
+from forwarder.kafka import Producer
 from forwarder.outbox import Outbox
 from forwarder.publisher import DUE_POLL_S, Publisher
 from tests.integration.support import BrokerProcess, own_topics, wait_for
@@ -66,3 +72,33 @@ async def test_new_entries_go_without_claims_and_due_ones_are_claimed_meanwhile(
     assert published_after < DUE_POLL_S + 2, published_after
     # 201 entries in about 5 s: a claim a second or so, not one per group commit.
     assert claims <= len(added) // 5, claims
+
+
+async def test_callers_that_find_the_producer_down_share_one_reconnect(
+        broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publisher's rounds in flight, the sink and the receipts share one producer; when
+    they all find it broken at once they make one new connection between them (no producer
+    left unclosed), and a failed attempt fails every caller that waited for it."""
+    settings, topics, producer = await own_topics(broker, "r")
+    made: list[AIOKafkaProducer] = []
+
+    class Counted(AIOKafkaProducer):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(kafka_module, "AIOKafkaProducer", Counted)
+    try:
+        await asyncio.gather(*(producer.restart() for _ in range(3)), producer.start())
+        assert len(made) == 1 and producer.started
+        results = await producer.send_many(topics.complaints, [(b"k", b"v", [])])
+        assert results == [None]
+
+        down = Producer(settings, "127.0.0.1:9")  # nothing listens: refused
+        outcomes = await asyncio.gather(*(down.restart() for _ in range(3)),
+                                        return_exceptions=True)
+        assert all(isinstance(o, BrokerUnavailable) for o in outcomes)
+        assert len(made) == 2 and not down.started  # one attempt for the three callers
+    finally:
+        await producer.stop()
+    assert all(p._closed for p in made)  # none left for the garbage collector to complain of

@@ -310,6 +310,23 @@ async def test_entries_past_half_their_lease_are_left_to_the_table(db: Database)
             [added.complaint_id]
 
 
+async def test_entries_a_stalled_publisher_never_took_are_due_at_the_next_claim(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publisher stalled by a broker outage leaves handed-over entries untaken past half
+    their lease: they are dropped from the hand-over, and the next claim makes them due and
+    takes them, not only once the lease (the receipt timeout) runs out."""
+    real_now = outbox_module.now_us
+    async with Outbox(db) as outbox:
+        outbox.hand_over(60)
+        added = await outbox.add(_complaint("st1"), b"", "x")
+        monkeypatch.setattr(outbox_module, "now_us", lambda: real_now() + 40_000_000)
+        assert outbox.take_fresh(10) == []  # 40 s later: past half of the 60 s lease
+        monkeypatch.setattr(outbox_module, "now_us", real_now)
+        claimed = await outbox.claim_due(limit=10, lease_s=60)  # the lease still runs
+        assert [e.complaint_id for e in claimed] == [added.complaint_id]
+        assert await outbox.claim_due(limit=10, lease_s=60) == []  # claimed: leased again
+
+
 async def test_a_stopping_publisher_releases_what_it_was_handed(db: Database) -> None:
     async with Outbox(db) as outbox:
         outbox.hand_over(60)
