@@ -63,7 +63,6 @@ class BandWriter:
         self._pending: dict[int, dict[int, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._unwritten = 0
-        self.written = 0
 
     async def __aenter__(self) -> BandWriter:
         await self.repair()
@@ -146,7 +145,6 @@ class BandWriter:
                     await asyncio.sleep(delay)
             self._forget(group)
             self._unwritten -= len(group)
-            self.written += len(group)
             if not self._queue:
                 self._idle.set()
 
