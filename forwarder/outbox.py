@@ -101,6 +101,7 @@ class Outbox:
         elsewhere; None: in the same transaction."""
         self._db = db
         self._bands = bands
+        self._indexed_listeners: list[Callable[[Indexed], None]] = []
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         #: Set whenever new entries are committed, so the publisher wakes at once.
@@ -218,9 +219,18 @@ class Outbox:
             until = now_us() + self._lease_us // 2
             self._fresh.extend((until, entry) for entry in fresh)
 
+    def on_indexed(self, listener: Callable[[Indexed], None]) -> None:
+        """Call ``listener`` with the fingerprints each commit indexed, once committed
+        (:meth:`forwarder.fingerprints.FingerprintIndex.remember`)."""
+        self._indexed_listeners.append(listener)
+
     def _index_later(self, indexed: Indexed) -> None:
-        if self._bands is not None and indexed:
+        if not indexed:
+            return
+        if self._bands is not None:
             self._bands(indexed)
+        for listener in self._indexed_listeners:
+            listener(indexed)
 
     async def _write_one(self, request: _Request) -> None:
         try:

@@ -360,6 +360,12 @@ async def _forwarding(app: web.Application) -> AsyncIterator[None]:
 
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    near_duplicates = None
+    if settings.dedup.enabled:
+        index = FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
+                                 limit=settings.dedup.max_candidates, bands=app.get(BANDS))
+        app[OUTBOX].on_indexed(index.remember)
+        near_duplicates = NearDuplicates(index, settings.dedup.window_days * 86400)
     intake = GatewayIntake(
         app[OUTBOX],
         AttachmentStore(settings.gateway.data_dir / "attachments",
@@ -369,10 +375,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ROUTER],
         repeat_window_s=settings.gateway.repeat_window_s,
         lifecycle=app[LIFECYCLE],
-        near_duplicates=NearDuplicates(
-            FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
-                             limit=settings.dedup.max_candidates, bands=app.get(BANDS)),
-            settings.dedup.window_days * 86400) if settings.dedup.enabled else None,
+        near_duplicates=near_duplicates,
         max_pending=settings.gateway.outbox_max_pending,
         retry_after_s=settings.gateway.retry_after_s,
     )

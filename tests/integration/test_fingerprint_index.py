@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from forwarder.bands import BandWriter
 from forwarder.db import Database, open_database
 from forwarder.fingerprints import FingerprintIndex, NewFingerprint
-from forwarder.outbox import now_us
+from forwarder.outbox import Outbox, now_us
 from normalizer.dedup import decide
 from normalizer.routing import Router
 from normalizer.similarity import fingerprint, index_hashes
 from tests.integration.support import wait_for
+from tests.integration.test_stores import _complaint
 
 ROUTER = Router.from_files()
 LAMP = "Lampu penerangan jalan di Jl. Pahlawan Samarinda mati seminggu, malam sangat gelap."
@@ -184,3 +186,42 @@ async def test_band_rows_ahead_of_a_restored_store_are_dropped(stores: Stores) -
     rows = await _band_rows(bands_db)
     assert {(k, seq) for k, _, seq in rows} == \
         {(k, 1) for k in indexed_keys(1, 0).keys} | {(k, 2) for k in indexed_keys(7, 0).keys}
+
+class _CountingReads:
+    """``db`` for a :class:`FingerprintIndex`, counting the statements that read stored
+    fingerprints back (step two of a lookup)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.fingerprint_reads = 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        if "FROM fingerprints" in sql:
+            self.fingerprint_reads += 1
+        return await self.db.fetch(sql, *args)
+
+
+async def test_complaints_the_outbox_indexed_are_found_without_reading_them_back(
+        db: Database) -> None:
+    """The outbox's group commit hands what it indexed to the index (``on_indexed``): the next
+    lookups find those complaints, their fingerprints whole, without reading them back; an
+    index that was not told reads them from the store and finds the same."""
+    counting = _CountingReads(db)
+    told = FingerprintIndex(cast(Database, counting))
+    blind = FingerprintIndex(db)
+    async with Outbox(db) as outbox:
+        outbox.on_indexed(told.remember)
+        for n in range(1, 6):
+            text = f"{LAMP} RT {n:02d}"
+            complaint = _complaint(f"wamid.{n}", text)
+            fp = fingerprint(text, ROUTER)
+            await outbox.add(complaint, b"raw", "text/plain", fingerprint=NewFingerprint(
+                complaint.id, complaint.id, 1000 + n, None, None, fp, index_hashes(fp)))
+    query = fingerprint(f"{LAMP} RT 07", ROUTER)
+    keys = index_hashes(query)
+    remembered = await told.candidates(keys, 0)
+    read = await blind.candidates(keys, 0)
+    assert len(remembered) == 5 and counting.fingerprint_reads == 0
+    assert described(remembered) == described(read)
+    assert [c.fingerprint for c in remembered] == [c.fingerprint for c in read]
+    assert decide(query, remembered) == decide(query, read)
