@@ -124,6 +124,10 @@ class EmbeddedBroker:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Not in the gateway's process group: a terminal's Ctrl-C (SIGINT to the whole
+            # group) would stop the broker while the gateway still drains into it, and look
+            # like a crash to _supervise. The gateway stops it itself (and PDEATHSIG if not).
+            start_new_session=True,
         )
         if self._pid_file is not None:
             self._pid_file.parent.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,11 @@ def running_broker() -> Iterator[BrokerProcess]:
 class GatewayProcess:
     """``lapor-gateway <command>`` as a child process, reachable at ``self.url``."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str], command: str = "run") -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str], command: str = "run", *,
+                 own_group: bool = False) -> None:
+        """``own_group``: in a process group of its own, as a shell runs a command, so that a
+        test can signal the whole group as a terminal's Ctrl-C does."""
+        self.own_group = own_group
         self.data_dir = data_dir
         self.port = free_port()
         self.command = command
@@ -167,6 +171,7 @@ class GatewayProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", self.command], env=self.env,
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                process_group=0 if self.own_group else None,
             )
 
     async def start(self, within: float = 30.0) -> None:
