@@ -100,8 +100,9 @@ class Outbox:
         committed, to this (:meth:`forwarder.bands.BandWriter.put`), which writes those
         elsewhere; None: in the same transaction."""
         self._db = db
-        self._bands = bands
-        self._indexed_listeners: list[Callable[[Indexed], None]] = []
+        self._bands_elsewhere = bands is not None
+        #: Called with what each commit indexed, once committed: the band writer first.
+        self._indexed_listeners: list[Callable[[Indexed], None]] = [bands] if bands else []
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         #: Set whenever new entries are committed, so the publisher wakes at once.
@@ -227,8 +228,6 @@ class Outbox:
     def _index_later(self, indexed: Indexed) -> None:
         if not indexed:
             return
-        if self._bands is not None:
-            self._bands(indexed)
         for listener in self._indexed_listeners:
             listener(indexed)
 
@@ -271,7 +270,7 @@ class Outbox:
         return await record_many(
             tx, [r.fingerprint for r, added in zip(batch, results, strict=True)
                  if r.fingerprint is not None and added.complaint_id == r.complaint.id],
-            bands=self._bands is None)
+            bands=not self._bands_elsewhere)
 
     async def _insert_batch(self, tx: Executor, batch: list[_Request], lease_us: int | None,
                             fresh: list[DueEntry]) -> list[Added]:

@@ -187,6 +187,7 @@ async def test_band_rows_ahead_of_a_restored_store_are_dropped(stores: Stores) -
     assert {(k, seq) for k, _, seq in rows} == \
         {(k, 1) for k in indexed_keys(1, 0).keys} | {(k, 2) for k in indexed_keys(7, 0).keys}
 
+
 class _CountingReads:
     """``db`` for a :class:`FingerprintIndex`, counting the statements that read stored
     fingerprints back (step two of a lookup)."""
