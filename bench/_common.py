@@ -97,6 +97,20 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def child_rss_kib(pid: int, module: str) -> int:
+    """Resident memory (KiB) of ``pid``'s children running ``python -m <module>`` (0: none)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if module.encode() in argv:
+                    total += rss_kib(int(child))
+            except OSError:
+                continue  # it exited meanwhile
+    return total
+
+
 # --------------------------------------------------------------------------- webhook bodies
 
 

@@ -167,6 +167,13 @@ class DedupSettings(Section):
         10, ge=1, description="Newest index rows read for each LSH/block key of a lookup.")
     max_candidates: int = Field(
         100, ge=1, description="Most stored complaints compared with one new complaint.")
+    worker: bool = Field(
+        True, description="Fingerprint complaints in a child process, on another core than the "
+        "event loop; it starts at the first complaint and stops after worker_idle_s without "
+        "one. Off: in process (the better choice on a one-core machine).")
+    worker_idle_s: float = Field(
+        300.0, gt=0, description="Seconds without a complaint after which the fingerprint "
+        "worker process stops (it starts again at the next one).")
 
 
 class WebformSettings(ConnectorSettings):

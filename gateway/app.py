@@ -58,6 +58,7 @@ from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.alerts import ALERT_TOPIC, AlertEvaluator, AlertSink, Observation, WebhookSink
 from gateway.attachments import AttachmentStore
+from gateway.fingerprint_worker import FingerprintWorker
 from gateway.intake import GatewayIntake, NearDuplicates
 from gateway.lifecycle import AgencyKeys, Lifecycle, SlaAlerts, agency_status_route
 from gateway.metrics import (
@@ -361,11 +362,14 @@ async def _forwarding(app: web.Application) -> AsyncIterator[None]:
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     near_duplicates = None
+    worker = None
     if settings.dedup.enabled:
         index = FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
                                  limit=settings.dedup.max_candidates, bands=app.get(BANDS))
         app[OUTBOX].on_indexed(index.remember)
-        near_duplicates = NearDuplicates(index, settings.dedup.window_days * 86400)
+        if settings.dedup.worker:
+            worker = FingerprintWorker(app[ROUTER], idle_s=settings.dedup.worker_idle_s)
+        near_duplicates = NearDuplicates(index, settings.dedup.window_days * 86400, worker)
     intake = GatewayIntake(
         app[OUTBOX],
         AttachmentStore(settings.gateway.data_dir / "attachments",
@@ -388,6 +392,8 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     for connector in reversed(connectors):
         await connector.stop()
+    if worker is not None:
+        await worker.aclose()
 
 
 async def _operations(app: web.Application) -> AsyncIterator[None]:

@@ -25,11 +25,12 @@ from forwarder.outbox import Outbox, now_us
 from forwarder.replies import ReplyQueue
 from gateway import __version__
 from gateway.attachments import AttachmentStore
+from gateway.fingerprint_worker import FingerprintWorker
 from gateway.lifecycle import Lifecycle, Withdrawal, WithdrawResult, withdraw_text
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from gateway.status import StatusService
 from gateway.turns import Turns
-from normalizer.dedup import apply, decide, fingerprint_of, region_of
+from normalizer.dedup import apply, decide, fingerprint_of, fingerprint_text, region_of
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, sender_key
@@ -51,10 +52,12 @@ FINGERPRINT_INLINE_CHARS = 400
 
 @dataclass(frozen=True, slots=True)
 class NearDuplicates:
-    """Where near-duplicate candidates come from and how far back to look."""
+    """Where near-duplicate candidates come from, how far back to look, and the child process
+    that fingerprints (None: in process)."""
 
     index: FingerprintIndex
     window_s: float
+    worker: FingerprintWorker | None = None
 
 
 class Backlog:
@@ -158,8 +161,7 @@ class GatewayIntake:
         keys: list[int] = []
         if self._near is not None and complaint.thread_of is None:
             try:
-                fingerprint = await self._fingerprint(complaint)
-                keys = index_hashes(fingerprint)
+                fingerprint, keys = await self._fingerprint(complaint, self._near.worker)
                 complaint = await self._label(complaint, fingerprint, keys, self._near)
             except StoreError:
                 raise  # the outbox shares the store: let the channel retry
@@ -212,11 +214,19 @@ class GatewayIntake:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
 
-    async def _fingerprint(self, complaint: Complaint) -> Fingerprint:
+    async def _fingerprint(self, complaint: Complaint, worker: FingerprintWorker | None
+                           ) -> tuple[Fingerprint, list[int]]:
+        """The complaint's fingerprint and index hashes: from the worker process when it can
+        answer, else computed here (short texts on the loop, long ones in a thread)."""
+        if worker is not None and (done := await worker.fingerprint(
+                fingerprint_text(complaint))) is not None:
+            return done
         if len(complaint.title) + len(complaint.body) <= FINGERPRINT_INLINE_CHARS:
             async with self._turns():
-                return fingerprint_of(complaint, self._router)
-        return await asyncio.to_thread(fingerprint_of, complaint, self._router)
+                found = fingerprint_of(complaint, self._router)
+        else:
+            found = await asyncio.to_thread(fingerprint_of, complaint, self._router)
+        return found, index_hashes(found)
 
     @staticmethod
     async def _label(complaint: Complaint, fingerprint: Fingerprint, keys: list[int],

@@ -580,8 +580,22 @@ class Router:
         self.gazetteer = Gazetteer(gazetteer)
         # Normalising a complaint and fingerprinting it vote on the same routing text: the
         # votes are remembered for the last few texts (the results are never mutated).
+        self._remember_votes()
+
+    def _remember_votes(self) -> None:
         self._classify = lru_cache(maxsize=TEXT_CACHE)(self._classify_rtext)
         self._category_vote = lru_cache(maxsize=TEXT_CACHE)(self._category_vote_rtext)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the fingerprint worker gets the parent's very rules): the vote caches
+        are left out and made anew."""
+        state = dict(self.__dict__)
+        del state["_classify"], state["_category_vote"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._remember_votes()
 
     @classmethod
     def from_files(cls, classification: Path | Traversable | None = None,
