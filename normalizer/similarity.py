@@ -5,7 +5,7 @@ Pure and in memory; the durable store keeps what :meth:`Fingerprint.to_bytes` an
 
 A complaint's :class:`Fingerprint` has three parts:
 
-* a MinHash **signature** (datasketch, ``NUM_PERM`` permutations) of the words of its
+* a MinHash **signature** (``NUM_PERM`` permutations) of the words of its
   :func:`~normalizer.text.matching_text` (normalised, stopwords removed, stemmed), plus the
   number of words, so that both the Jaccard similarity and the share of the shorter text
   found in the longer one can be estimated from signatures alone;
@@ -37,7 +37,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from datasketch import MinHash  # type: ignore[import-untyped,unused-ignore]
 
 from normalizer.routing import Router, default_router
 from normalizer.text import plain_text, shingles, stem
@@ -128,23 +127,48 @@ def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, bytes]:
     return seed, size, body
 
 
+#: MurmurHash3's 32-bit finaliser (shift, multiplier, shift, multiplier, shift): each word's
+#: hash is mixed with it before the permutations.
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35),
+           np.uint32(16))
+_MAX_HASH = np.uint32(0xFFFFFFFF)
+
+
 @lru_cache(maxsize=8)
-def _empty_minhash(num_perm: int, seed: int) -> MinHash:
-    """An empty MinHash whose permutations are made once: datasketch draws them anew for
-    every ``MinHash(...)`` (half of what a complaint's signature cost); its ``copy`` shares
-    them."""
-    return MinHash(num_perm=num_perm, seed=seed)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray[Any, np.dtype[np.uint32]],
+                                                     np.ndarray[Any, np.dtype[np.uint32]]]:
+    """The affine permutations ``h -> a * h + b (mod 2**32)`` (an odd ``a``: a bijection), drawn
+    from ``seed`` once."""
+    draw = np.random.RandomState(seed)
+    a = draw.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = draw.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def signature_of_words(words: Iterable[str], *, num_perm: int = NUM_PERM,
                        seed: int = SEED) -> Signature:
-    """The MinHash signature of a set of words (or shingles)."""
+    """The MinHash signature of a set of words (or shingles): per permutation, the least
+    permuted hash of any word, where a word's hash is the first 4 bytes of its SHA-1
+    (little-endian) mixed with :data:`_FMIX32`.
+
+    This is datasketch 2's ``MinHash(num_perm, seed, scheme="affine32")`` to the bit (a test
+    holds it to that). It is written out here because stored signatures must never change
+    meaning with a library upgrade (datasketch 1 drew other permutations for the same seed),
+    and importing datasketch imports scipy: about 50 MiB resident in the gateway and again in
+    its fingerprint worker, for these few lines."""
     unique = sorted(set(words))
-    minhash = _empty_minhash(num_perm, seed).copy()
-    if unique:
-        minhash.update_batch([w.encode("utf-8") for w in unique])
-    values = np.asarray(minhash.hashvalues, dtype=np.uint64).astype(np.uint32)
-    return Signature(values, len(unique), seed)
+    if not unique:
+        return Signature(np.full(num_perm, _MAX_HASH, dtype=np.uint32), 0, seed)
+    hashes = np.array([int.from_bytes(hashlib.sha1(w.encode("utf-8")).digest()[:4], "little")
+                       for w in unique], dtype=np.uint32).reshape(-1, 1)
+    shift1, mult1, shift2, mult2, shift3 = _FMIX32
+    hashes ^= hashes >> shift1
+    hashes *= mult1
+    hashes ^= hashes >> shift2
+    hashes *= mult2
+    hashes ^= hashes >> shift3
+    a, b = _permutations(num_perm, seed)
+    return Signature((hashes * a + b).min(axis=0), len(unique), seed)
 
 
 def signature(text: str, *, k: int = SIGNATURE_SHINGLE_K) -> Signature:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from normalizer.dedup import (
@@ -19,6 +21,8 @@ from normalizer.dedup import (
 from normalizer.routing import Router
 from normalizer.schema import Audit, Complaint, Location
 from normalizer.similarity import (
+    NUM_PERM,
+    SEED,
     Fingerprint,
     band_hashes,
     band_keys,
@@ -32,7 +36,9 @@ from normalizer.similarity import (
     similarities,
     similarity_scores,
 )
+from normalizer.text import shingles
 
+EVAL_SET = Path(__file__).resolve().parents[1] / "data" / "complaints_eval.jsonl"
 LAMP = ("Lampu penerangan jalan di Jl. Pahlawan Samarinda sudah mati seminggu, malam sangat "
         "gelap dan rawan begal.")
 LAMP_SMS = "LAMPU JLN PAHLAWAN SAMARINDA MATI UDH SEMINGGU, GELAP BGT MALAM"
@@ -170,16 +176,20 @@ def test_apply_sets_the_cluster_and_keeps_other_decisions(router: Router) -> Non
     Complaint.from_json(labelled.to_json())  # still a valid v1 complaint
 
 
-def test_signatures_equal_datasketch_with_permutations_drawn_anew() -> None:
-    """The permutations are made once and shared; every signature must still be the one a
-    fresh ``MinHash`` of the same seed gives (stored signatures must keep their meaning)."""
+def test_signatures_are_datasketchs_affine32_minhash_to_the_bit() -> None:
+    """Stored signatures keep their meaning: every one is what datasketch 2's
+    ``MinHash(scheme="affine32")`` of the same seed gives, for every text of the labelled set
+    (and the empty set); the permutations made once are not changed by use."""
     from datasketch import MinHash  # type: ignore[import-untyped,unused-ignore]
 
-    for words in (["lampu", "jalan", "mati"], ["air", "pdam", "keruh", "batu", "ampar"], []):
-        fresh = MinHash(num_perm=128, seed=1708)
-        fresh.update_batch([w.encode() for w in sorted(words)])
+    texts = [orjson.loads(line)["text"] for line in EVAL_SET.read_text().splitlines()]
+    word_sets = [sorted(shingles(t, 1)) for t in texts] + [[], ["lampu", "jalan", "mati"]]
+    assert len(word_sets) > 100
+    for words in word_sets:
+        reference = MinHash(num_perm=NUM_PERM, seed=SEED, scheme="affine32")
+        reference.update_batch([w.encode() for w in words])
         assert signature_of_words(words).hashvalues.tolist() == \
-            np.asarray(fresh.hashvalues).astype(np.uint32).tolist()
+            np.asarray(reference.hashvalues).astype(np.uint32).tolist(), words
     first, second = signature_of_words(["a", "b"]), signature_of_words(["c"])
     assert signature_of_words(["a", "b"]) == first and first != second  # copies do not leak
 
