@@ -133,8 +133,13 @@ class _Child:
 class FingerprintWorker:
     """Fingerprints complaint texts in a child process (see the module docstring)."""
 
+    #: Batches sent and not answered yet, at most: texts arriving meanwhile wait and go as one
+    #: batch when an answer comes (the busier the intake, the bigger the batches: fewer pipe
+    #: writes, each of which gives up the GIL), while the child always has the next batch.
+    IN_FLIGHT = 2
+
     def __init__(self, router: Router, *, idle_s: float = 300.0, timeout_s: float = 10.0,
-                 batch: int = 32, restart_after_s: float = 5.0) -> None:
+                 batch: int = 64, restart_after_s: float = 5.0) -> None:
         self._router = router
         self._idle_s = idle_s
         self._timeout_s = timeout_s
@@ -166,7 +171,7 @@ class FingerprintWorker:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Fingerprinted | None] = loop.create_future()
         self._queue.append((text, future))
-        if not self._flush_planned:
+        if not self._flush_planned and len(child.waiting) < self.IN_FLIGHT:
             self._flush_planned = True
             loop.call_soon(self._flush)
         return await future
@@ -193,9 +198,8 @@ class FingerprintWorker:
             self._answer_queue_in_process()
             return
         loop = asyncio.get_running_loop()
-        queue, self._queue = self._queue, []
-        for start in range(0, len(queue), self._batch):
-            part = queue[start:start + self._batch]
+        while self._queue and len(child.waiting) < self.IN_FLIGHT:
+            part, self._queue = self._queue[:self._batch], self._queue[self._batch:]
             try:
                 child.send([text for text, _ in part])
             except (BrokenPipeError, ConnectionResetError, RuntimeError):
@@ -209,7 +213,12 @@ class FingerprintWorker:
 
     def _expire(self, child: _Child) -> None:
         child.kill(f"it did not answer within {self._timeout_s:g} s")
+        self._abandon(child)
+
+    def _abandon(self, child: _Child) -> None:
+        """Everything sent to ``child`` or waiting to be sent gets None."""
         child.give_up()
+        self._answer_queue_in_process()
 
     def _answer_queue_in_process(self) -> None:
         queue, self._queue = self._queue, []
@@ -272,12 +281,14 @@ class FingerprintWorker:
                         log.debug("fingerprint worker: %s", answer)
                         answer = None
                     future.set_result(answer)
+                if self._queue and not self._flush_planned:
+                    self._flush()
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass  # it exited
         except Exception as exc:  # noqa: BLE001 - a garbled answer: stop this child
             child.kill(f"its answer was unreadable ({type(exc).__name__})")
         finally:
-            child.give_up()
+            self._abandon(child)
             await self._reap(child)
 
     async def _reap(self, child: _Child) -> None:
@@ -295,6 +306,7 @@ class FingerprintWorker:
     async def _stop(self, child: _Child, why: str) -> None:
         """Close the child's input (it exits when it has answered everything)."""
         child.why_stopped = why
+        child.ready = False  # new texts are fingerprinted in process meanwhile
         if child.process.stdin is not None:
             child.process.stdin.close()
         try:
