@@ -11,7 +11,7 @@ SMS (generic provider) and Telegram (polling) on. Their channel APIs are address
 where nothing listens: nothing leaves the machine, and the pull connectors keep retrying as
 they would with the channel down. X is left off: its API host is not configurable (tweepy), so
 it would reach the internet. RSS is ``VmRSS`` of ``/proc/<pid>/status``, of the gateway (with
-its fingerprint worker child, when one runs, counted in: shown in its own column) and of
+its intake worker child, when one runs, counted in: shown in its own column) and of
 the embedded broker (its child, ``tansu``, memory storage: it keeps every record it was sent,
 so it grows with the load by design) reported separately.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from _common import child_rss_kib, load, rss_kib, start_gateway, table
 
-WORKER = "gateway.fingerprint_worker"
+WORKER = "gateway.intake_worker"
 
 GOAL_IDLE_MIB = 200.0
 GROWTH_TOLERANCE = 0.10  # last quarter's mean may exceed the second quarter's by this much
@@ -72,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     seconds = args.complaints / args.rate if args.complaints else args.minutes * 60
 
-    # (t, accepted, gateway, broker, fingerprint worker MiB)
+    # (t, accepted, gateway, broker, intake worker MiB)
     samples: list[tuple[float, int, float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         data_dir = Path(tmp)
@@ -116,12 +116,12 @@ def main() -> int:
             for t, _, g, b, w in samples]
     rows[-1][1] = accepted
     print(table(["t (s)", "scheduled", "gateway RSS MiB", "broker RSS MiB",
-                 "fingerprint worker RSS MiB"],
+                 "intake worker RSS MiB"],
                 [["idle", 0, *idle], *rows],
                 title=f"Resident memory, all loopback connectors on, {args.rate:,.0f} "
                       f"complaints/s offered"))
     quarter = max(1, len(samples) // 4)
-    # The gateway's own RSS plus its fingerprint worker's: the worker is part of it.
+    # The gateway's own RSS plus its intake worker's: the worker is part of it.
     second = [g + w for _, _, g, _, w in samples[quarter:2 * quarter]] or [samples[0][2]]
     last = [g + w for _, _, g, _, w in samples[-quarter:]]
     third = [g + w for _, _, g, _, w in samples[2 * quarter:3 * quarter]] or second
@@ -130,7 +130,7 @@ def main() -> int:
     print()
     print(f"complaints accepted {accepted:,} (errors {errors:,}) in {seconds:,.0f} s")
     idle_total = idle[0] + idle[2]
-    print(f"idle gateway RSS {idle_total:.1f} MiB, fingerprint worker included "
+    print(f"idle gateway RSS {idle_total:.1f} MiB, intake worker included "
           f"(goal < {GOAL_IDLE_MIB:.0f}): {'met' if idle_total < GOAL_IDLE_MIB else 'MISSED'}")
     print(f"gateway RSS growth, last quarter vs second quarter {growth:+.1%} "
           f"(goal: none, tolerance {GROWTH_TOLERANCE:.0%}): "

@@ -42,6 +42,13 @@ class GatewaySettings(Section):
     max_body_bytes: int = Field(
         30 * MiB, gt=0, description="Largest request body accepted (larger is HTTP 413)."
     )
+    intake_worker: bool = Field(
+        True, description="Normalise and fingerprint complaints in a child process, on another "
+        "core than the event loop; it starts at the first complaint and stops after "
+        "intake_worker_idle_s without one. Off: in process (the better choice on one core).")
+    intake_worker_idle_s: float = Field(
+        300.0, gt=0, description="Seconds without a complaint after which the intake worker "
+        "process stops (it starts again at the next one).")
     repeat_window_s: float = Field(
         86400.0, ge=0,
         description="The same sender sending the same text again within this many seconds is "
@@ -167,13 +174,6 @@ class DedupSettings(Section):
         10, ge=1, description="Newest index rows read for each LSH/block key of a lookup.")
     max_candidates: int = Field(
         100, ge=1, description="Most stored complaints compared with one new complaint.")
-    worker: bool = Field(
-        True, description="Fingerprint complaints in a child process, on another core than the "
-        "event loop; it starts at the first complaint and stops after worker_idle_s without "
-        "one. Off: in process (the better choice on a one-core machine).")
-    worker_idle_s: float = Field(
-        300.0, gt=0, description="Seconds without a complaint after which the fingerprint "
-        "worker process stops (it starts again at the next one).")
 
 
 class WebformSettings(ConnectorSettings):

@@ -58,8 +58,8 @@ from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.alerts import ALERT_TOPIC, AlertEvaluator, AlertSink, Observation, WebhookSink
 from gateway.attachments import AttachmentStore
-from gateway.fingerprint_worker import FingerprintWorker
 from gateway.intake import GatewayIntake, NearDuplicates
+from gateway.intake_worker import IntakeWorker
 from gateway.lifecycle import AgencyKeys, Lifecycle, SlaAlerts, agency_status_route
 from gateway.metrics import (
     ALERTS_OPEN,
@@ -362,14 +362,13 @@ async def _forwarding(app: web.Application) -> AsyncIterator[None]:
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     near_duplicates = None
-    worker = None
     if settings.dedup.enabled:
         index = FingerprintIndex(app[DATABASE], per_key=settings.dedup.candidates_per_key,
                                  limit=settings.dedup.max_candidates, bands=app.get(BANDS))
         app[OUTBOX].on_indexed(index.remember)
-        if settings.dedup.worker:
-            worker = FingerprintWorker(app[ROUTER], idle_s=settings.dedup.worker_idle_s)
-        near_duplicates = NearDuplicates(index, settings.dedup.window_days * 86400, worker)
+        near_duplicates = NearDuplicates(index, settings.dedup.window_days * 86400)
+    worker = IntakeWorker(app[ROUTER], idle_s=settings.gateway.intake_worker_idle_s) \
+        if settings.gateway.intake_worker else None
     intake = GatewayIntake(
         app[OUTBOX],
         AttachmentStore(settings.gateway.data_dir / "attachments",
@@ -382,6 +381,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         near_duplicates=near_duplicates,
         max_pending=settings.gateway.outbox_max_pending,
         retry_after_s=settings.gateway.retry_after_s,
+        worker=worker,
     )
     app[INBOX].admission = intake.refusal
     connectors = app[CONNECTORS]

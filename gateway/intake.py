@@ -7,6 +7,9 @@ publisher. ``submit`` returns only once the complaint is committed.
 The fingerprint is indexed in the outbox's group commit, with the complaint (idempotent: a
 redelivery indexes it again, which changes nothing). A follow-up (``thread_of``) is neither
 labelled nor indexed: it belongs to its thread, not to a cluster.
+
+Normalising and fingerprinting run in the :class:`~gateway.intake_worker.IntakeWorker`'s child
+process when one is given and it can answer, else here, with the same result.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from forwarder.outbox import Outbox, now_us
 from forwarder.replies import ReplyQueue
 from gateway import __version__
 from gateway.attachments import AttachmentStore
-from gateway.fingerprint_worker import FingerprintWorker
+from gateway.intake_worker import Fingerprinted, IntakeWorker, Prepared
 from gateway.lifecycle import Lifecycle, Withdrawal, WithdrawResult, withdraw_text
 from gateway.metrics import INTAKE_LATENCY, INTAKE_TOTAL
 from gateway.status import StatusService
 from gateway.turns import Turns
-from normalizer.dedup import apply, decide, fingerprint_of, fingerprint_text, region_of
+from normalizer.dedup import apply, decide, fingerprint_of, region_of
 from normalizer.ids import complaint_id, parse_tracking_code, tracking_code
 from normalizer.normalize import normalize
 from normalizer.raw import RawMessage, sender_key
@@ -52,12 +55,10 @@ FINGERPRINT_INLINE_CHARS = 400
 
 @dataclass(frozen=True, slots=True)
 class NearDuplicates:
-    """Where near-duplicate candidates come from, how far back to look, and the child process
-    that fingerprints (None: in process)."""
+    """Where near-duplicate candidates come from and how far back to look."""
 
     index: FingerprintIndex
     window_s: float
-    worker: FingerprintWorker | None = None
 
 
 class Backlog:
@@ -98,6 +99,12 @@ class Backlog:
                                 f"(bound {self._max})", retry_after=self._retry_after_s)
 
 
+def _normalize_arguments(cid: str) -> dict[str, str]:
+    """What :func:`~normalizer.normalize.normalize` is told besides the message and rules."""
+    return {"complaint_id": cid, "tracking_code": tracking_code(cid),
+            "gateway_version": __version__, "raw_ref": f"outbox:{cid}"}
+
+
 class GatewayIntake:
     """Normalise, dedup and make durable."""
 
@@ -106,8 +113,10 @@ class GatewayIntake:
                  router: Router | None = None, repeat_window_s: float = 0.0,
                  lifecycle: Lifecycle | None = None,
                  near_duplicates: NearDuplicates | None = None,
-                 max_pending: int | None = None, retry_after_s: float = 5.0) -> None:
+                 max_pending: int | None = None, retry_after_s: float = 5.0,
+                 worker: IntakeWorker | None = None) -> None:
         self._lifecycle = lifecycle
+        self._worker = worker
         self._router = router
         self._near = near_duplicates
         self._backlog = Backlog(outbox, max_pending, retry_after_s) if max_pending else None
@@ -155,13 +164,12 @@ class GatewayIntake:
         if (refused := self._index_refusal()) is not None:
             INTAKE_TOTAL.labels(raw.channel, "refused_full").inc()
             raise refused
-        async with self._turns():
-            complaint = self._normalize(raw, cid)
+        complaint, found = await self._prepare(raw, cid)
         fingerprint: Fingerprint | None = None
         keys: list[int] = []
         if self._near is not None and complaint.thread_of is None:
             try:
-                fingerprint, keys = await self._fingerprint(complaint, self._near.worker)
+                fingerprint, keys = found or await self._fingerprint(complaint)
                 complaint = await self._label(complaint, fingerprint, keys, self._near)
             except StoreError:
                 raise  # the outbox shares the store: let the channel retry
@@ -204,23 +212,30 @@ class GatewayIntake:
                  added.tracking_code)
         return IntakeResult(added.complaint_id, added.tracking_code, added.duplicate)
 
+    async def _prepare(self, raw: RawMessage, cid: str) -> Prepared:
+        """The complaint ``cid`` made of ``raw`` and, when it will be labelled, its
+        fingerprint: from the worker process when it can answer, else normalised here (the
+        fingerprint is then left to :meth:`_fingerprint`)."""
+        if self._worker is not None:
+            wanted = self._near is not None and raw.thread_of is None
+            done = await self._worker.prepare(raw, _normalize_arguments(cid),
+                                              fingerprint=wanted)
+            if done is not None:
+                return done
+        async with self._turns():
+            return self._normalize(raw, cid), None
+
     def _normalize(self, raw: RawMessage, cid: str) -> Complaint:
         """``raw`` as the v1 complaint ``cid``; a refusal is counted as rejected."""
         try:
-            return normalize(raw, complaint_id=cid, tracking_code=tracking_code(cid),
-                             gateway_version=__version__, raw_ref=f"outbox:{cid}",
-                             router=self._router)
+            return normalize(raw, router=self._router, **_normalize_arguments(cid))
         except Exception:
             INTAKE_TOTAL.labels(raw.channel, "rejected").inc()
             raise
 
-    async def _fingerprint(self, complaint: Complaint, worker: FingerprintWorker | None
-                           ) -> tuple[Fingerprint, list[int]]:
-        """The complaint's fingerprint and index hashes: from the worker process when it can
-        answer, else computed here (short texts on the loop, long ones in a thread)."""
-        if worker is not None and (done := await worker.fingerprint(
-                fingerprint_text(complaint))) is not None:
-            return done
+    async def _fingerprint(self, complaint: Complaint) -> Fingerprinted:
+        """The complaint's fingerprint and index hashes, computed here: short texts on the
+        loop, long ones in a thread."""
         if len(complaint.title) + len(complaint.body) <= FINGERPRINT_INLINE_CHARS:
             async with self._turns():
                 found = fingerprint_of(complaint, self._router)

@@ -116,14 +116,9 @@ class Verdict:
         return self.duplicate_of is not None
 
 
-def fingerprint_text(complaint: Complaint) -> str:
-    """The words a complaint is fingerprinted on: title and body as the citizen wrote them."""
-    return f"{complaint.title}\n{complaint.body}"
-
-
 def fingerprint_of(complaint: Complaint, router: Router | None = None) -> Fingerprint:
-    """The fingerprint of :func:`fingerprint_text`."""
-    return fingerprint(fingerprint_text(complaint), router)
+    """The fingerprint of a complaint's words (title and body as the citizen wrote them)."""
+    return fingerprint(f"{complaint.title}\n{complaint.body}", router)
 
 
 def region_of(complaint: Complaint) -> str | None:
@@ -221,4 +216,4 @@ def apply(complaint: Complaint, verdict: Verdict) -> Complaint:
 
 
 __all__ = ["DECISION_KEY", "MIN_SIMILARITY", "StoredFingerprint", "Verdict", "apply", "decide",
-           "fingerprint_of", "fingerprint_text", "match_reason", "region_of"]
+           "fingerprint_of", "match_reason", "region_of"]

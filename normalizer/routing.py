@@ -587,7 +587,7 @@ class Router:
         self._category_vote = lru_cache(maxsize=TEXT_CACHE)(self._category_vote_rtext)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Picklable (the fingerprint worker gets the parent's very rules): the vote caches
+        """Picklable (the intake worker gets the parent's very rules): the vote caches
         are left out and made anew."""
         state = dict(self.__dict__)
         del state["_classify"], state["_category_vote"]

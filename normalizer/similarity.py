@@ -155,7 +155,7 @@ def signature_of_words(words: Iterable[str], *, num_perm: int = NUM_PERM,
     holds it to that). It is written out here because stored signatures must never change
     meaning with a library upgrade (datasketch 1 drew other permutations for the same seed),
     and importing datasketch imports scipy: about 50 MiB resident in the gateway and again in
-    its fingerprint worker, for these few lines."""
+    its intake worker, for these few lines."""
     unique = sorted(set(words))
     if not unique:
         return Signature(np.full(num_perm, _MAX_HASH, dtype=np.uint32), 0, seed)

@@ -24,8 +24,8 @@ from forwarder.replies import ReplyQueue
 from forwarder.store import CentralStore
 from gateway.attachments import AttachmentStore
 from gateway.cli import export
-from gateway.fingerprint_worker import FingerprintWorker
 from gateway.intake import FINGERPRINT_INLINE_CHARS, GatewayIntake, NearDuplicates
+from gateway.intake_worker import IntakeWorker
 from gateway.status import StatusService
 from normalizer.raw import RawMessage, Sender
 from normalizer.routing import Router
@@ -45,11 +45,11 @@ LAMP_WA = "Min lampu jalan di jl pahlawan samarinda mati terus sdh 1 minggu, tlg
 
 @asynccontextmanager
 async def gateway(url: str, tmp_path: Path, window_s: float = 30 * DAY,
-                  worker: FingerprintWorker | None = None,
+                  worker: IntakeWorker | None = None,
                   ) -> AsyncIterator[tuple[GatewayIntake, Database]]:
     """One gateway instance's intake on the store at ``url``, wired as ``lapor-gateway run``
-    wires it: on SQLite the band rows go to their own file after each commit. Fingerprints
-    come from ``worker`` when one is given, else in process."""
+    wires it: on SQLite the band rows go to their own file after each commit. Messages are
+    normalised and fingerprinted by ``worker`` when one is given, else in process."""
     db = await open_database(url, pool_size=2)
     bands_db = await db.sibling("lsh", searched=True)
     try:
@@ -62,7 +62,8 @@ async def gateway(url: str, tmp_path: Path, window_s: float = 30 * DAY,
                                 StatusService(CentralStore(db), outbox), ReplyQueue(db),
                                 ROUTER, repeat_window_s=3600,
                                 near_duplicates=NearDuplicates(
-                                    FingerprintIndex(db, bands=bands), window_s, worker)), db
+                                    FingerprintIndex(db, bands=bands), window_s),
+                                worker=worker), db
     finally:
         if bands_db is not db:
             await bands_db.close()

@@ -1,28 +1,31 @@
-"""Near-duplicate fingerprints in a child process.
+"""Normalising and fingerprinting complaints in a child process.
 
-A complaint's fingerprint (MinHash signature, places, categories: :func:`normalizer.similarity.
-fingerprint`) is the heaviest CPU step of the intake. On the event loop it also holds the GIL
-that the store's threads need to run their statements, so on two cores it slows everything
-else. :class:`FingerprintWorker` hands the texts to a child process, which works on the other
-core; the event loop only sends texts and unpickles answers (about 0.02 ms a complaint).
+Normalising a message (routing rules, gazetteer, dates, phone numbers) and its near-duplicate
+fingerprint (MinHash signature, places, categories) are the intake's heaviest CPU steps. On the
+event loop they also hold the GIL that the store's threads need to run their statements, so on
+two cores they slow everything else. :class:`IntakeWorker` hands the messages to a child
+process, which works on the other core; the event loop only pickles messages and unpickles
+answers (about 0.05 ms a complaint).
 
 * **Started at the first complaint**, stopped after ``idle_s`` without one: an idle gateway
   carries no second interpreter.
 * **Never in the way:** while the child starts, after it dies, or when it does not answer within
-  ``timeout_s``, :meth:`FingerprintWorker.fingerprint` returns None and the intake fingerprints
-  in process as before. No complaint waits on the child or goes unlabelled because of it. A child
+  ``timeout_s``, :meth:`IntakeWorker.prepare` returns None and the intake does the work in
+  process as before. No complaint waits on the child or goes unlabelled because of it. A child
   that died or hung is killed and started again at the next complaint (at most every
-  ``restart_after_s``).
+  ``restart_after_s``). A message the child cannot normalise is also answered None: the intake
+  normalises it again and refuses it with its own reasons.
 * **Same answers:** the child gets the parent's :class:`~normalizer.routing.Router` pickled, so
-  its fingerprints are the parent's, bit for bit, even after an operator edits the rule files.
+  its complaints and fingerprints are the parent's, bit for bit, even after an operator edits
+  the rule files.
 
 The protocol on the child's stdin and stdout: frames of a 4-byte little-endian length and a
 pickle (parent and child are the same program; nothing else writes to these pipes). The first
 frame to the child is the router, answered by an empty list once the child is ready. Each later
-frame is a list of texts, answered in order by one list holding, per text, ``(fingerprint,
-index hashes)`` or an error message.
+frame is a list of :data:`Job`, answered in order by one list holding, per job, a
+:data:`Prepared` or an error message.
 
-Run as ``python -m gateway.fingerprint_worker`` only by :class:`FingerprintWorker`.
+Run as ``python -m gateway.intake_worker`` only by :class:`IntakeWorker`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,12 @@ import time
 from collections import deque
 from typing import IO, Any
 
+from normalizer.dedup import fingerprint_of
+from normalizer.normalize import normalize
+from normalizer.raw import RawMessage
 from normalizer.routing import Router
-from normalizer.similarity import Fingerprint, fingerprint, index_hashes
+from normalizer.schema import Complaint
+from normalizer.similarity import Fingerprint, index_hashes
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,15 @@ _LENGTH = struct.Struct("<I")
 _IDLE = "idle"
 _CLOSING = "the gateway stops"
 
-#: What the child answers for one text.
+#: A complaint's fingerprint and its index hashes (:func:`~normalizer.similarity.index_hashes`).
 Fingerprinted = tuple[Fingerprint, list[int]]
+#: What the child answers for one message: the complaint and, when asked for, its fingerprint
+#: (None when fingerprinting failed: the caller tries again in process and reports it).
+Prepared = tuple[Complaint, Fingerprinted | None]
+#: One message for the child: the message (without its raw payload, which normalising does not
+#: read), :func:`~normalizer.normalize.normalize`'s keyword arguments, and whether to
+#: fingerprint the complaint.
+Job = tuple[RawMessage, dict[str, str], bool]
 
 
 # --------------------------------------------------------------------------------- the child
@@ -69,24 +83,31 @@ def _write_frame(stream: IO[bytes], value: object) -> None:
     stream.flush()
 
 
-def _fingerprinted(text: str, router: Router) -> Fingerprinted | str:
+def _prepared(job: Job, router: Router) -> Prepared | str:
+    raw, arguments, wanted = job
     try:
-        found = fingerprint(text, router)
-        return found, index_hashes(found)
-    except Exception as exc:  # noqa: BLE001 - the parent retries in process and reports it
+        complaint = normalize(raw, router=router, **arguments)
+    except Exception as exc:  # noqa: BLE001 - the parent normalises again and refuses it
         return f"{type(exc).__name__}: {exc}"
+    if not wanted:
+        return complaint, None
+    try:
+        found = fingerprint_of(complaint, router)
+        return complaint, (found, index_hashes(found))
+    except Exception:  # noqa: BLE001 - the parent fingerprints again and reports it
+        return complaint, None
 
 
 def main() -> int:
-    """The child: answer frames of texts until stdin closes."""
+    """The child: answer frames of jobs until stdin closes."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the protocol
     router = _read_frame(requests)
     if not isinstance(router, Router):
         return 0
     _write_frame(answers, [])
-    while (texts := _read_frame(requests)) is not None:
-        _write_frame(answers, [_fingerprinted(text, router) for text in texts])
+    while (jobs := _read_frame(requests)) is not None:
+        _write_frame(answers, [_prepared(job, router) for job in jobs])
     return 0
 
 
@@ -100,7 +121,7 @@ class _Child:
         self.process = process
         self.ready = False
         #: Unanswered batches, oldest first: their futures and their deadline's timer.
-        self.waiting: deque[tuple[list[asyncio.Future[Fingerprinted | None]],
+        self.waiting: deque[tuple[list[asyncio.Future[Prepared | None]],
                                   asyncio.TimerHandle]] = deque()
         self.reader: asyncio.Task[None] | None = None
         self.why_stopped = ""
@@ -112,8 +133,8 @@ class _Child:
         self.process.stdin.write(_LENGTH.pack(len(payload)) + payload)
 
     def give_up(self) -> None:
-        """Take no more texts and answer every waiting one with None (the caller
-        fingerprints it in process instead)."""
+        """Take no more jobs and answer every waiting one with None (the caller does it in
+        process instead)."""
         self.ready = False
         while self.waiting:
             futures, timer = self.waiting.popleft()
@@ -130,10 +151,10 @@ class _Child:
             self.process.kill()
 
 
-class FingerprintWorker:
-    """Fingerprints complaint texts in a child process (see the module docstring)."""
+class IntakeWorker:
+    """Normalises and fingerprints messages in a child process (see the module docstring)."""
 
-    #: Batches sent and not answered yet, at most: texts arriving meanwhile wait and go as one
+    #: Batches sent and not answered yet, at most: jobs arriving meanwhile wait and go as one
     #: batch when an answer comes (the busier the intake, the bigger the batches: fewer pipe
     #: writes, each of which gives up the GIL), while the child always has the next batch.
     IN_FLIGHT = 2
@@ -150,7 +171,7 @@ class FingerprintWorker:
         self._started_at = -restart_after_s
         self._last_used = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._queue: list[tuple[str, asyncio.Future[Fingerprinted | None]]] = []
+        self._queue: list[tuple[Job, asyncio.Future[Prepared | None]]] = []
         self._flush_planned = False
         self._closed = False
 
@@ -159,18 +180,21 @@ class FingerprintWorker:
         """The running child's pid (None when there is none)."""
         return self._child.process.pid if self._child is not None else None
 
-    async def fingerprint(self, text: str) -> Fingerprinted | None:
-        """The fingerprint of ``text`` and its index hashes (:func:`~normalizer.similarity.
-        index_hashes`), from the child; None when the child cannot answer now (starting,
-        died, too slow, or the text failed there): the caller fingerprints in process."""
+    async def prepare(self, raw: RawMessage, arguments: dict[str, str], *,
+                      fingerprint: bool) -> Prepared | None:
+        """``normalize(raw, router=..., **arguments)`` and, if ``fingerprint``, the complaint's
+        fingerprint, from the child; None when the child cannot answer now (starting, died,
+        too slow, or the message failed there): the caller does the work in process."""
         self._last_used = time.monotonic()
         child = self._child
         if child is None or not child.ready:
             self._start_soon()
             return None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Fingerprinted | None] = loop.create_future()
-        self._queue.append((text, future))
+        future: asyncio.Future[Prepared | None] = loop.create_future()
+        job: Job = (raw.model_copy(update={"raw_payload": b""}) if raw.raw_payload else raw,
+                    arguments, fingerprint)
+        self._queue.append((job, future))
         if not self._flush_planned and len(child.waiting) < self.IN_FLIGHT:
             self._flush_planned = True
             loop.call_soon(self._flush)
@@ -201,7 +225,7 @@ class FingerprintWorker:
         while self._queue and len(child.waiting) < self.IN_FLIGHT:
             part, self._queue = self._queue[:self._batch], self._queue[self._batch:]
             try:
-                child.send([text for text, _ in part])
+                child.send([job for job, _ in part])
             except (BrokenPipeError, ConnectionResetError, RuntimeError):
                 for _, future in part:
                     if not future.done():
@@ -216,7 +240,7 @@ class FingerprintWorker:
         self._abandon(child)
 
     def _abandon(self, child: _Child) -> None:
-        """Everything sent to ``child`` or waiting to be sent gets None."""
+        """Everything sent to ``child`` or waiting to be sent is answered None."""
         child.give_up()
         self._answer_queue_in_process()
 
@@ -235,14 +259,14 @@ class FingerprintWorker:
             return  # it died or hung a moment ago: in process for a while
         self._started_at = time.monotonic()
         self._starting = asyncio.get_running_loop().create_task(
-            self._start(), name="fingerprint-worker-start")
+            self._start(), name="intake-worker-start")
 
     async def _start(self) -> None:
         from forwarder.broker import die_with_parent  # the broker's child hygiene
 
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.fingerprint_worker",
+                sys.executable, "-m", "gateway.intake_worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 preexec_fn=die_with_parent,
                 # A terminal's Ctrl-C reaches the gateway only; it stops the child itself.
@@ -250,11 +274,10 @@ class FingerprintWorker:
             child = _Child(process)
             self._child = child
             child.reader = asyncio.get_running_loop().create_task(
-                self._read(child), name="fingerprint-worker-reader")
+                self._read(child), name="intake-worker-reader")
             child.send(self._router)  # answered with [] once the child is ready
         except (OSError, RuntimeError) as exc:
-            log.warning("fingerprint worker could not start (%s); fingerprinting in process",
-                        exc)
+            log.warning("intake worker could not start (%s); working in process", exc)
         finally:
             self._starting = None
 
@@ -269,7 +292,7 @@ class FingerprintWorker:
                 answers = pickle.loads(await stdout.readexactly(length))  # noqa: S301
                 if not child.ready:
                     child.ready = True
-                    log.info("fingerprint worker pid %s ready", child.process.pid)
+                    log.info("intake worker pid %s ready", child.process.pid)
                     self._plan_idle_check()
                     continue
                 futures, timer = child.waiting.popleft()
@@ -278,7 +301,7 @@ class FingerprintWorker:
                     if future.done():
                         continue
                     if isinstance(answer, str):
-                        log.debug("fingerprint worker: %s", answer)
+                        log.debug("intake worker: %s", answer)  # the caller reports it
                         answer = None
                     future.set_result(answer)
                 if self._queue and not self._flush_planned:
@@ -296,17 +319,17 @@ class FingerprintWorker:
         if self._child is child:
             self._child = None
         if child.why_stopped in (_IDLE, _CLOSING):
-            log.info("fingerprint worker pid %s stopped (%s)", child.process.pid,
+            log.info("intake worker pid %s stopped (%s)", child.process.pid,
                      child.why_stopped)
         else:
-            log.warning("fingerprint worker pid %s stopped: %s (exit code %s); fingerprinting "
-                        "in process until it is started again", child.process.pid,
+            log.warning("intake worker pid %s stopped: %s (exit code %s); working in "
+                        "process until it is started again", child.process.pid,
                         child.why_stopped or "it exited", code)
 
     async def _stop(self, child: _Child, why: str) -> None:
         """Close the child's input (it exits when it has answered everything)."""
         child.why_stopped = why
-        child.ready = False  # new texts are fingerprinted in process meanwhile
+        child.ready = False  # new messages are worked on in process meanwhile
         if child.process.stdin is not None:
             child.process.stdin.close()
         try:
@@ -329,7 +352,7 @@ class FingerprintWorker:
             return
         if time.monotonic() - self._last_used >= self._idle_s and not child.waiting:
             asyncio.get_running_loop().create_task(self._stop(child, _IDLE),
-                                                   name="fingerprint-worker-stop")
+                                                   name="intake-worker-stop")
             return
         self._plan_idle_check()
 
