@@ -67,8 +67,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def die_with_parent() -> None:
-    """In a child before exec: SIGKILL it when the gateway dies, however it dies."""
+def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -124,7 +123,7 @@ class EmbeddedBroker:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+            preexec_fn=_die_with_parent,
             # Not in the gateway's process group: a terminal's Ctrl-C (SIGINT to the whole
             # group) would stop the broker while the gateway still drains into it, and look
             # like a crash to _supervise. The gateway stops it itself (and PDEATHSIG if not).

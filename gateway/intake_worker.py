@@ -262,13 +262,14 @@ class IntakeWorker:
             self._start(), name="intake-worker-start")
 
     async def _start(self) -> None:
-        from forwarder.broker import die_with_parent  # the broker's child hygiene
-
         try:
+            # No preexec_fn (such as the broker's PDEATHSIG): this fork happens while the
+            # store's threads run, and Python code between fork and exec could deadlock on a
+            # lock one of them held. The child needs none: it exits when its stdin closes,
+            # which the gateway's death does too.
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway.intake_worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                preexec_fn=die_with_parent,
                 # A terminal's Ctrl-C reaches the gateway only; it stops the child itself.
                 start_new_session=True)
             child = _Child(process)

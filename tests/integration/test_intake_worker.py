@@ -3,9 +3,11 @@ the way: a killed, hung or idle child costs no complaint and no label, and comes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -53,7 +55,11 @@ async def answered(worker: IntakeWorker, raw: RawMessage | None = None) -> Prepa
 
 
 def gone(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists()
+    """The process has exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 async def holds(value: bool) -> bool:
@@ -133,3 +139,44 @@ async def test_closing_stops_the_worker_and_starts_no_other(worker: IntakeWorker
     raw = message("webform", "w1", LAMP_WEB, "web-1")
     assert await worker.prepare(raw, arguments(raw), fingerprint=True) is None
     assert worker.pid is None
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: A gateway stand-in: starts a worker, prints its child's pid once it answers, then waits.
+PARENT = """
+import asyncio
+from datetime import UTC, datetime
+from gateway.intake_worker import IntakeWorker
+from normalizer.ids import complaint_id, tracking_code
+from normalizer.raw import RawMessage
+from normalizer.routing import Router
+
+async def main():
+    worker = IntakeWorker(Router.from_files())
+    raw = RawMessage(channel="sms", account="main", native_id="1", text="Lampu jalan mati",
+                     received_at=datetime.now(UTC))
+    cid = complaint_id("sms", "main", "1")
+    arguments = {"complaint_id": cid, "tracking_code": tracking_code(cid),
+                 "gateway_version": "test", "raw_ref": "outbox:" + cid}
+    while await worker.prepare(raw, arguments, fingerprint=True) is None:
+        await asyncio.sleep(0.05)
+    print(worker.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_child_exits_when_the_gateway_is_killed() -> None:
+    """kill -9 of the gateway leaves no worker behind: the child exits when its stdin closes."""
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT)
+    try:
+        assert parent.stdout is not None
+        child = int(await asyncio.wait_for(parent.stdout.readline(), 60))
+        assert not gone(child)
+    finally:
+        parent.kill()
+        await parent.wait()
+    await wait_for(lambda: holds(gone(child)), within=10, what="the orphaned child exited")
