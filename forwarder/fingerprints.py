@@ -28,10 +28,10 @@ from normalizer.similarity import Fingerprint
 if TYPE_CHECKING:
     from forwarder.bands import BandWriter
 
-#: Stored fingerprints kept in memory: those this process indexed and those lookups read, about
-#: 1 KiB each as stored, 4 KiB once a similar complaint needed their places parsed. A 30-day
-#: window of a million complaints over two years (about 41,000) fits: its lookups never read
-#: fingerprints back (60 MiB; 240 MiB in the worst case, every entry parsed).
+#: Stored fingerprints kept in memory: those this process indexed and those lookups read, as
+#: stored (about 1.5 KiB each with the signature values a lookup decoded; parsed places live in
+#: :data:`normalizer.dedup.META_CACHE`). A 30-day window of a million complaints over two years
+#: (about 41,000) fits: its lookups never read fingerprints back (about 90 MiB when full).
 CACHE_SIZE = 60_000
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -27,9 +28,11 @@ from normalizer.schema import Complaint
 from normalizer.similarity import (
     THRESHOLDS,
     Fingerprint,
+    Meta,
     Signature,
     fingerprint,
-    matter_relation,
+    meta_relation,
+    parse_meta,
     similarities,
     similarity_scores,
     threshold_reason,
@@ -44,15 +47,26 @@ DECISION_KEY = "duplicate_of"
 MIN_SIMILARITY = min(THRESHOLDS.values())
 
 
+#: Parsed places, categories and classification kept, by their stored bytes (about 3 KiB
+#: each): candidates that store the same ones (copies of one complaint) share them, and a
+#: store's cache of stored fingerprints keeps only bytes (about 1 KiB each) whatever was read.
+META_CACHE = 4096
+
+
+@lru_cache(maxsize=META_CACHE)
+def _parsed_meta(meta: bytes) -> Meta:
+    return parse_meta(meta)
+
+
 class StoredFingerprint:
     """A complaint the index returned as a candidate, its fingerprint as stored
     (:meth:`Fingerprint.to_bytes`), read only as far as needed: the signature's values
-    (:meth:`signature_parts`, decoded by :func:`decide` for all candidates at once), then the
-    places of the few candidates similar enough. What was read is kept (a store's cache keeps
-    the entry)."""
+    (:meth:`signature_parts`, decoded by :func:`decide` for all candidates at once, and kept),
+    then the places of the few candidates similar enough (parsed into a bounded cache shared
+    by all entries, :data:`META_CACHE`)."""
 
-    __slots__ = ("_fingerprint", "_parts", "agency", "cluster_id", "complaint_id", "data",
-                 "received_us", "region")
+    __slots__ = ("_parts", "agency", "cluster_id", "complaint_id", "data", "received_us",
+                 "region")
 
     def __init__(self, complaint_id: str, cluster_id: str, data: bytes,
                  region: str | None = None, agency: str | None = None,
@@ -64,7 +78,6 @@ class StoredFingerprint:
         self.agency = agency
         self.received_us = received_us
         self._parts: tuple[int, int, bytes] | None = None
-        self._fingerprint: Fingerprint | None = None
 
     def __repr__(self) -> str:
         return f"StoredFingerprint({self.complaint_id!r}, cluster {self.cluster_id!r})"
@@ -93,11 +106,15 @@ class StoredFingerprint:
         return Fingerprint.meta_from_bytes(self.data)
 
     @property
+    def parsed_meta(self) -> Meta:
+        """The stored places, categories and classification, parsed (from the shared cache);
+        raises ValueError when the bytes are corrupt."""
+        return _parsed_meta(self.meta)
+
+    @property
     def fingerprint(self) -> Fingerprint:
         """The whole stored fingerprint; raises ValueError when the bytes are corrupt."""
-        if self._fingerprint is None:
-            self._fingerprint = Fingerprint.from_bytes(self.data, self.signature)
-        return self._fingerprint
+        return Fingerprint(self.signature, *self.parsed_meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +158,7 @@ def _relation(fp: Fingerprint, region: str | None, agency: str | None,
         return None, "different region"
     if not _agencies_agree(agency, other.agency):
         return None, "different agency"
-    return matter_relation(fp, other.fingerprint)
+    return meta_relation(fp, other.parsed_meta)
 
 
 def match_reason(fp: Fingerprint, region: str | None, agency: str | None,

@@ -454,18 +454,8 @@ class Fingerprint:
     def from_bytes(cls, data: bytes, signature: Signature | None = None) -> Fingerprint:
         """Inverse of :meth:`to_bytes`; raises ValueError on anything else. ``signature``:
         the one :meth:`signature_from_bytes` read from ``data`` already."""
-        if len(data) < 8 or data[:4] != _MAGIC:
-            raise ValueError("not a lapor-gateway fingerprint")
-        (length,) = struct.unpack("<I", data[4:8])
-        try:
-            meta = json.loads(data[8:8 + length])
-            places = Places.from_json(meta["places"])
-            categories = frozenset(str(c) for c in meta["categories"])
-            classification = meta.get("classification")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError("corrupt fingerprint metadata") from exc
-        return cls(signature or Signature.from_bytes(data[8 + length:]), places, categories,
-                   classification)
+        meta = cls.meta_from_bytes(data)
+        return cls(signature or Signature.from_bytes(data[8 + len(meta):]), *parse_meta(meta))
 
     @staticmethod
     def meta_from_bytes(data: bytes) -> bytes:
@@ -578,17 +568,38 @@ def similarity_scores(sig: Signature, matrix: np.ndarray[Any, np.dtype[Any]],
     return out
 
 
+#: A fingerprint's places, categories and classification: all but its signature.
+Meta = tuple[Places, frozenset[str], str | None]
+
+
+def parse_meta(meta: bytes) -> Meta:
+    """The :data:`Meta` of :meth:`Fingerprint.meta_from_bytes` output; raises ValueError when
+    it is corrupt."""
+    try:
+        data = json.loads(meta)
+        return (Places.from_json(data["places"]),
+                frozenset(str(c) for c in data["categories"]), data.get("classification"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError("corrupt fingerprint metadata") from exc
+
+
 def matter_relation(a: Fingerprint, b: Fingerprint) -> tuple[str | None, str]:
     """What :func:`same_matter_reason` decides before comparing texts: the places' relation
     (a key of :data:`THRESHOLDS`) and ``""``, or None and why the two cannot be the same
     matter. It reads places, categories and classification only, so candidates that share
     them (copies of one complaint) need it once."""
-    relation = place_relation(a.places, b.places)
+    return meta_relation(a, (b.places, b.categories, b.classification))
+
+
+def meta_relation(a: Fingerprint, b: Meta) -> tuple[str | None, str]:
+    """:func:`matter_relation` of ``a`` and a fingerprint whose :data:`Meta` is ``b``."""
+    places, categories, classification = b
+    relation = place_relation(a.places, places)
     if relation.startswith("conflict:"):
         return None, f"different {relation.removeprefix('conflict:')}"
-    if a.categories and b.categories and not a.categories & b.categories:
+    if a.categories and categories and not a.categories & categories:
         return None, "different category"
-    if a.classification and b.classification and a.classification != b.classification:
+    if a.classification and classification and a.classification != classification:
         return None, "different classification"
     return relation, ""
 
@@ -789,7 +800,8 @@ class DuplicateFinder:
 __all__ = [
     "Candidate", "DuplicateFinder", "Fingerprint", "LSHIndex", "Places",
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
-    "is_same_matter", "key_hash", "matter_relation", "places_conflict", "same_matter_reason",
+    "is_same_matter", "key_hash", "matter_relation", "Meta", "meta_relation", "parse_meta",
+    "places_conflict", "same_matter_reason",
     "signature", "signature_parts", "signature_similarity", "similar", "similarities",
     "similarity_scores", "threshold_reason",
 ]
