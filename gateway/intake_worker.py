@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import pickle
 import struct
@@ -258,8 +259,10 @@ class IntakeWorker:
         if time.monotonic() - self._started_at < self._restart_after_s:
             return  # it died or hung a moment ago: in process for a while
         self._started_at = time.monotonic()
+        # A context of its own: the complaint that happens to start the child must not be
+        # named in the child's log lines (connector, complaint_id of LOG_CONTEXT).
         self._starting = asyncio.get_running_loop().create_task(
-            self._start(), name="intake-worker-start")
+            self._start(), name="intake-worker-start", context=contextvars.Context())
 
     async def _start(self) -> None:
         try:
