@@ -39,6 +39,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import IO, Any
 
 from normalizer.dedup import fingerprint_of
@@ -78,9 +79,14 @@ def _read_frame(stream: IO[bytes]) -> Any:
     return pickle.loads(stream.read(length))  # noqa: S301 - our own parent, over a pipe
 
 
-def _write_frame(stream: IO[bytes], value: object) -> None:
+def _frame(value: object) -> bytes:
+    """``value`` pickled, behind its length: one frame, either way."""
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(payload)) + payload)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def _write_frame(stream: IO[bytes], value: object) -> None:
+    stream.write(_frame(value))
     stream.flush()
 
 
@@ -115,6 +121,13 @@ def main() -> int:
 # -------------------------------------------------------------------------------- the parent
 
 
+def _answer_none(futures: Iterable[asyncio.Future[Prepared | None]]) -> None:
+    """Answer None (the caller works in process) where nothing answered yet."""
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
 class _Child:
     """One running child process and the batches it has not answered yet."""
 
@@ -130,8 +143,7 @@ class _Child:
     def send(self, value: object) -> None:
         """One frame to the child (buffered by the pipe's transport)."""
         assert self.process.stdin is not None
-        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.write(_LENGTH.pack(len(payload)) + payload)
+        self.process.stdin.write(_frame(value))
 
     def give_up(self) -> None:
         """Take no more jobs and answer every waiting one with None (the caller does it in
@@ -140,9 +152,7 @@ class _Child:
         while self.waiting:
             futures, timer = self.waiting.popleft()
             timer.cancel()
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
+            _answer_none(futures)
 
     def kill(self, why: str) -> None:
         """Kill the process (its reader then gives up on what is waiting)."""
@@ -228,11 +238,10 @@ class IntakeWorker:
             try:
                 child.send([job for job, _ in part])
             except (BrokenPipeError, ConnectionResetError, RuntimeError):
-                for _, future in part:
-                    if not future.done():
-                        future.set_result(None)
+                _answer_none(future for _, future in part)
                 child.kill("its input pipe broke")
-                continue
+                self._abandon(child)
+                return
             timer = loop.call_later(self._timeout_s, self._expire, child)
             child.waiting.append(([future for _, future in part], timer))
 
@@ -247,9 +256,7 @@ class IntakeWorker:
 
     def _answer_queue_in_process(self) -> None:
         queue, self._queue = self._queue, []
-        for _, future in queue:
-            if not future.done():
-                future.set_result(None)
+        _answer_none(future for _, future in queue)
 
     # -- the child's life
 
