@@ -67,7 +67,11 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 RETRY_AFTER_S = "5"  # what a 503 asks Meta to wait (Meta uses its own backoff anyway)
 MEDIA_RESULT_KEEP_S = 600.0  # a finished download is reused by redeliveries this long
-LAST_INBOUND_MAX = 100_000  # senders remembered for the 24-hour window before pruning
+#: Senders whose last message this process remembers (the newest; about 250 bytes each). One
+#: pushed out falls back to the time kept with their complaint (``customer_msg_at``): at worst a
+#: reply goes as a template although a free-form one was allowed. A bound by count, not by the
+#: 24-hour window: a peak day brings far more senders than a process should keep.
+LAST_INBOUND_KEPT = 50_000
 DELIVERY_STATES_KEPT = 100_000
 JSON = "application/json"
 STATUS_ANSWERED_KEPT = 10_000  # status queries remembered, so a redelivery is not re-answered
@@ -214,7 +218,8 @@ class GraphWebhookConnector(BaseConnector):
         self._media: dict[tuple[str, str, str, int], asyncio.Task[Attachment]] = {}
         self._followups: set[tuple[str, str, str, int]] = set()
         self._background: set[asyncio.Task[Any]] = set()
-        self._last_inbound: dict[tuple[str, str, str], float] = {}
+        #: (channel, account, address) -> when they last wrote, least recent first.
+        self._last_inbound: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._answered: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         #: Delivery states of our sent messages (also recorded through the intake).
         self.deliveries = DeliveryTracker()
@@ -641,10 +646,11 @@ class GraphWebhookConnector(BaseConnector):
             return
         when = message.sent_at.timestamp() if message.sent_at else time.time()
         key = (message.channel, message.account, address)
-        self._last_inbound[key] = max(when, self._last_inbound.get(key, 0.0))
-        if len(self._last_inbound) > LAST_INBOUND_MAX:
-            oldest = time.time() - self._settings.customer_window_s
-            self._last_inbound = {k: v for k, v in self._last_inbound.items() if v >= oldest}
+        kept = self._last_inbound
+        kept[key] = max(when, kept.get(key, 0.0))
+        kept.move_to_end(key)
+        while len(kept) > LAST_INBOUND_KEPT:
+            kept.popitem(last=False)
 
     def last_inbound(self, channel: str, account: str, address: str,
                      hints: dict[str, str] | Any) -> float | None:

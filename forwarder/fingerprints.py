@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from forwarder.bands import BandWriter
 
 #: Stored fingerprints kept in memory: those this process indexed and those lookups read, as
-#: stored (about 1.5 KiB each with the signature values a lookup decoded; parsed places live in
+#: stored (about 1.2 KiB each with the cache's own slot: the bytes, and where a lookup found
+#: the signature's values in them, not a copy; parsed places live in
 #: :data:`normalizer.dedup.META_CACHE`). A 30-day window of a million complaints over two years
-#: (about 41,000) fits: its lookups never read fingerprints back (about 90 MiB when full).
+#: (about 41,000) fits: its lookups never read fingerprints back (about 70 MiB when full).
 CACHE_SIZE = 60_000
 
 

@@ -61,11 +61,11 @@ def _parsed_meta(meta: bytes) -> Meta:
 class StoredFingerprint:
     """A complaint the index returned as a candidate, its fingerprint as stored
     (:meth:`Fingerprint.to_bytes`), read only as far as needed: the signature's values
-    (:meth:`signature_parts`, decoded by :func:`decide` for all candidates at once, and kept),
+    (:meth:`signature_parts`, decoded by :func:`decide` for all candidates at once),
     then the places of the few candidates similar enough (parsed into a bounded cache shared
     by all entries, :data:`META_CACHE`)."""
 
-    __slots__ = ("_parts", "agency", "cluster_id", "complaint_id", "data", "received_us",
+    __slots__ = ("_layout", "agency", "cluster_id", "complaint_id", "data", "received_us",
                  "region")
 
     def __init__(self, complaint_id: str, cluster_id: str, data: bytes,
@@ -77,7 +77,7 @@ class StoredFingerprint:
         self.region = region
         self.agency = agency
         self.received_us = received_us
-        self._parts: tuple[int, int, bytes] | None = None
+        self._layout: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"StoredFingerprint({self.complaint_id!r}, cluster {self.cluster_id!r})"
@@ -88,12 +88,15 @@ class StoredFingerprint:
         """A candidate from a fingerprint in memory."""
         return cls(complaint_id, cluster_id, fp.to_bytes(), region, agency, received_us)
 
-    def signature_parts(self) -> tuple[int, int, bytes]:
-        """Seed, set size and undecoded hash values of the stored signature
-        (:meth:`Fingerprint.signature_parts`); raises ValueError when the bytes are corrupt."""
-        if self._parts is None:
-            self._parts = Fingerprint.signature_parts(self.data)
-        return self._parts
+    def signature_parts(self) -> tuple[int, int, memoryview]:
+        """Seed, set size and undecoded hash values (a view of the stored bytes) of the stored
+        signature (:meth:`Fingerprint.signature_parts`); raises ValueError when the bytes are
+        corrupt. Where they are is worked out once and kept (not a copy of the values: an
+        entry of the store's cache would carry them twice)."""
+        if self._layout is None:
+            self._layout = Fingerprint.signature_layout(self.data)
+        seed, size, offset = self._layout
+        return seed, size, memoryview(self.data)[offset:]
 
     @property
     def signature(self) -> Signature:
@@ -181,7 +184,7 @@ def decide(fp: Fingerprint, candidates: Iterable[StoredFingerprint], *,
     verdict; the places/region/agency part of the rule is worked out once for candidates
     storing the same metadata (copies of one complaint)."""
     readable: list[StoredFingerprint] = []
-    bodies: list[bytes] = []
+    bodies: list[memoryview] = []
     sizes: list[int] = []
     seed, width = fp.signature.seed, 4 * fp.signature.num_perm
     seen = 0

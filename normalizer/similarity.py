@@ -109,22 +109,29 @@ class Signature:
         return cls.from_parts(*signature_parts(data))
 
     @classmethod
-    def from_parts(cls, seed: int, size: int, body: bytes) -> Signature:
+    def from_parts(cls, seed: int, size: int, body: bytes | memoryview) -> Signature:
         """The signature of :func:`signature_parts`."""
         return cls(np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False), size, seed)
 
 
-def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, bytes]:
-    """The seed, set size and hash values (little-endian uint32 bytes) of the
-    :meth:`Signature.to_bytes` output at ``data[start:]``, not decoded: many candidates'
-    values are joined and read as one matrix. Raises ValueError on anything else."""
+def signature_layout(data: bytes, start: int = 0) -> tuple[int, int, int]:
+    """The seed, set size and offset of the hash values (little-endian uint32s, to the end)
+    of the :meth:`Signature.to_bytes` output at ``data[start:]``. Raises ValueError on
+    anything else."""
     if len(data) < start + 14 or data[start:start + 4] != _SIG_MAGIC:
         raise ValueError("not a lapor-gateway MinHash signature")
     seed, size, num_perm = struct.unpack_from("<IIH", data, start + 4)
-    body = data[start + 14:]
-    if len(body) != 4 * num_perm:
+    if len(data) - (start + 14) != 4 * num_perm:
         raise ValueError("truncated MinHash signature")
-    return seed, size, body
+    return seed, size, start + 14
+
+
+def signature_parts(data: bytes, start: int = 0) -> tuple[int, int, memoryview]:
+    """The seed, set size and hash values of :func:`signature_layout`, the values a view of
+    ``data`` (not copied, not decoded): many candidates' values are joined and read as one
+    matrix."""
+    seed, size, offset = signature_layout(data, start)
+    return seed, size, memoryview(data)[offset:]
 
 
 #: MurmurHash3's 32-bit finaliser (shift, multiplier, shift, multiplier, shift): each word's
@@ -473,12 +480,19 @@ class Fingerprint:
         return Signature.from_parts(*Fingerprint.signature_parts(data))
 
     @staticmethod
-    def signature_parts(data: bytes) -> tuple[int, int, bytes]:
-        """:func:`signature_parts` of the signature in :meth:`to_bytes` output."""
+    def signature_layout(data: bytes) -> tuple[int, int, int]:
+        """:func:`signature_layout` of the signature in :meth:`to_bytes` output (the offset
+        from the start of ``data``)."""
         if len(data) < 8 or data[:4] != _MAGIC:
             raise ValueError("not a lapor-gateway fingerprint")
         (length,) = struct.unpack_from("<I", data, 4)
-        return signature_parts(data, 8 + length)
+        return signature_layout(data, 8 + length)
+
+    @staticmethod
+    def signature_parts(data: bytes) -> tuple[int, int, memoryview]:
+        """:func:`signature_parts` of the signature in :meth:`to_bytes` output."""
+        seed, size, offset = Fingerprint.signature_layout(data)
+        return seed, size, memoryview(data)[offset:]
 
     def index_keys(self) -> list[str]:
         """Keys under which a store indexes this fingerprint: the LSH band keys of the
@@ -802,6 +816,6 @@ __all__ = [
     "Signature", "band_hashes", "band_keys", "extract_places", "fingerprint", "index_hashes",
     "is_same_matter", "key_hash", "matter_relation", "Meta", "meta_relation", "parse_meta",
     "places_conflict", "same_matter_reason",
-    "signature", "signature_parts", "signature_similarity", "similar", "similarities",
-    "similarity_scores", "threshold_reason",
+    "signature", "signature_layout", "signature_parts", "signature_similarity", "similar",
+    "similarities", "similarity_scores", "threshold_reason",
 ]

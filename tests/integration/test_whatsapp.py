@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from config.whatsapp import WhatsAppSettings
+from connectors import meta_webhook
 from connectors.base import ReplyTarget
 from connectors.testing import FakeIntake
 from connectors.whatsapp import WhatsAppConnector
@@ -500,6 +501,26 @@ async def test_reply_outside_the_window_needs_a_template(graph: EmulatedGraph) -
         code = tracking_code(complaint_id("whatsapp", PNID, "wamid.O1"))
         assert body["template"]["components"][0]["parameters"] == [{"type": "text",
                                                                     "text": code}]
+
+
+async def test_senders_remembered_are_bounded_and_the_complaint_keeps_its_time(
+        graph: EmulatedGraph, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process remembers only the newest senders (a peak day brings millions); one pushed
+    out is judged by the time kept with the complaint, here 30 hours ago: a template."""
+    monkeypatch.setattr(meta_webhook, "LAST_INBOUND_KEPT", 2)
+    old = time.time() - 30 * 3600
+    async with whatsapp(graph, template_name="lapor_kode") as env:
+        await env.hook.post(one(text("wamid.K1", "Jalan rusak", ts=old)))
+        first = env.stored("wamid.K1")
+        assert first is not None
+        # The citizen wrote again just now: the window is open for the old complaint too.
+        await env.hook.post(one(text("wamid.K2", "Masih rusak")))
+        await env.connector.send_reply(target_of(first), "Kode")
+        for n, sender in enumerate(("6281111111111", "6282222222222")):
+            await env.hook.post(one(text(f"wamid.K{3 + n}", "Lampu mati", sender=sender),
+                                    sender=sender))
+        await env.connector.send_reply(target_of(first), "Kode")
+        assert [body["type"] for _, body in env.graph.sent] == ["text", "template"]
 
 
 async def test_graph_131047_falls_back_to_the_template(graph: EmulatedGraph) -> None:

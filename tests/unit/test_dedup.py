@@ -204,5 +204,7 @@ def test_candidates_are_screened_as_one_matrix(router: Router) -> None:
     seed, size, body = entry.signature_parts()
     assert (seed, size) == (fps[0].signature.seed, fps[0].signature.size)
     assert np.frombuffer(body, dtype="<u4").tolist() == fps[0].signature.hashvalues.tolist()
+    # A view of the stored bytes: an entry of the store's cache does not carry them twice.
+    assert isinstance(body, memoryview) and body.obj is entry.data
     with pytest.raises(ValueError):
         StoredFingerprint("b" * 32, "b" * 32, b"LGF1\x00\x00\x00\x00LGS1").signature_parts()
