@@ -49,6 +49,10 @@ class GatewaySettings(Section):
     intake_worker_idle_s: float = Field(
         300.0, gt=0, description="Seconds without a complaint after which the intake worker "
         "process stops (it starts again at the next one).")
+    heap_trim_s: float = Field(
+        60.0, ge=0, description="Seconds between handing the C heap's free pages back to the "
+        "system (glibc malloc_trim; under steady load the heap fragments and keeps them "
+        "resident); 0 never.")
     repeat_window_s: float = Field(
         86400.0, ge=0,
         description="The same sender sending the same text again within this many seconds is "

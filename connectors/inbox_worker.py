@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -31,10 +32,17 @@ BATCH = 128
 #: Bodies handled at once, adapted between these (:class:`connectors.pacing.Pacing`): more
 #: overlap their store round trips (and fill the outbox's group commits), but each costs about
 #: a millisecond of CPU on the event loop, so while webhooks arrive the worker keeps the loop's
-#: lag under LAG_TARGET_S and, when they stop, drains the backlog with all it has.
+#: lag under a target and, when they stop, drains the backlog with all it has.
 MIN_CONCURRENCY = 2
 MAX_CONCURRENCY = 64
+#: The lag target while the worker keeps up: the bodies it leases arrived under BEHIND_S ago.
+#: Further behind, the target grows in proportion, up to LAG_MAX_S: under a load the worker
+#: cannot keep up with at 1 ms, every answer within a millisecond meant a backlog that grew
+#: until the inbox's bound and its 503s (``bench/memory.py`` at 260 webhooks/s: about 110
+#: complaints/s handled at a 1 ms target, about 190 at 5 ms).
 LAG_TARGET_S = 0.001
+LAG_MAX_S = 0.005
+BEHIND_S = 1.0
 #: How long a lease lasts: a body held by a killed process is handled again after this.
 LEASE_S = 30.0
 #: How often an idle worker looks for bodies another instance kept.
@@ -42,6 +50,12 @@ IDLE_POLL_S = 1.0
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 Handle = Callable[[bytes, datetime], Awaitable[object]]
+
+
+def lag_target(behind_s: float) -> float:
+    """The loop lag the worker may cause when the oldest body it handles arrived ``behind_s``
+    seconds ago: LAG_TARGET_S up to BEHIND_S, then in proportion, at most LAG_MAX_S."""
+    return min(LAG_MAX_S, max(LAG_TARGET_S, LAG_TARGET_S * behind_s / BEHIND_S))
 
 
 class Kept(Protocol):
@@ -144,6 +158,7 @@ class InboxWorker:
                         await asyncio.wait_for(arrival.wait(), IDLE_POLL_S)
                     continue
                 self._held = [k.seq for k in kept]
+                self.pacing.target_s = lag_target(time.time() - kept[0].received_us / 1e6)
                 handled, stopped = await self._round(kept)
                 await self._inbox.done(handled)
                 if stopped is not None:  # give back what was not handled, then back off

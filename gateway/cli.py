@@ -33,6 +33,7 @@ from forwarder.erasure import erase
 from forwarder.store import CentralStore
 from gateway import __version__
 from gateway.app import Role, create_app
+from gateway.heap import HeapTrimmer
 from gateway.logging_json import setup_logging
 from gateway.report import (
     ReportRow,
@@ -190,7 +191,8 @@ async def serve(settings: Settings, roles: frozenset[Role]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        async with HeapTrimmer(settings.gateway.heap_trim_s):
+            await stop.wait()
         log.info("shutting down: draining in-flight work")
     finally:
         await runner.cleanup()

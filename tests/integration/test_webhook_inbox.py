@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from connectors import inbox_worker
 from connectors.inbox_worker import InboxWorker
 from errors import StoreUnavailable
 from forwarder.db import Database, open_database
@@ -236,3 +238,64 @@ async def test_bodies_kept_by_a_killed_gateway_become_complaints_after_restart(
                                                                 for n in range(5)]
         finally:
             assert gateway.terminate() == 0, gateway.log()
+
+
+@dataclass
+class _Kept:
+    seq: int
+    body: bytes
+    received_us: int
+
+
+class _MemoryInbox:
+    """Bodies kept at chosen times (the worker's view of an inbox)."""
+
+    def __init__(self, kept: list[_Kept]) -> None:
+        self.kept = kept
+        self.puts = 0
+        self._arrival = asyncio.Event()
+
+    async def put(self, connector: str, body: bytes) -> None:
+        raise AssertionError("the worker never puts")
+
+    async def lease(self, connector: str, limit: int, lease_s: float) -> list[_Kept]:
+        leased, self.kept = self.kept[:limit], self.kept[limit:]
+        return leased
+
+    async def release(self, seqs: list[int]) -> None:
+        pass
+
+    async def done(self, seqs: list[int]) -> None:
+        pass
+
+    def arrival(self, connector: str) -> asyncio.Event:
+        return self._arrival
+
+
+async def test_the_further_behind_the_worker_the_more_of_the_loop_it_may_take() -> None:
+    """Bodies that arrived just now: the loop's lag target stays at LAG_TARGET_S (webhook
+    answers first); bodies waiting for seconds: it grows, up to LAG_MAX_S."""
+    now = now_us()
+    inbox = _MemoryInbox([_Kept(1, b"fresh", now), _Kept(2, b"3 s", now - 3_000_000),
+                          _Kept(3, b"a minute", now - 60_000_000)])
+    targets: dict[bytes, float] = {}
+
+    async def handle(body: bytes, received_at: datetime) -> None:
+        targets[body] = worker.pacing.target_s
+
+    async def never(body: bytes, exc: Exception) -> None:
+        raise AssertionError("nothing is dead-lettered")
+
+    worker = InboxWorker(inbox, "whatsapp", handle, lambda b: "", never, batch=1)
+    worker.start()
+
+    async def all_handled() -> bool:
+        return len(targets) == 3
+
+    try:
+        await wait_for(all_handled, within=10, what="three bodies handled")
+    finally:
+        await worker.stop()
+    assert targets[b"fresh"] == inbox_worker.LAG_TARGET_S
+    assert targets[b"3 s"] == pytest.approx(3 * inbox_worker.LAG_TARGET_S, rel=0.05)
+    assert targets[b"a minute"] == inbox_worker.LAG_MAX_S
