@@ -468,10 +468,7 @@ class Fingerprint:
     def meta_from_bytes(data: bytes) -> bytes:
         """The places, categories and classification of :meth:`to_bytes` output, still encoded
         (equal bytes: equal metadata)."""
-        if len(data) < 8 or data[:4] != _MAGIC:
-            raise ValueError("not a lapor-gateway fingerprint")
-        (length,) = struct.unpack("<I", data[4:8])
-        return data[8:8 + length]
+        return data[8:8 + _meta_length(data)]
 
     @staticmethod
     def signature_from_bytes(data: bytes) -> Signature:
@@ -483,16 +480,12 @@ class Fingerprint:
     def signature_layout(data: bytes) -> tuple[int, int, int]:
         """:func:`signature_layout` of the signature in :meth:`to_bytes` output (the offset
         from the start of ``data``)."""
-        if len(data) < 8 or data[:4] != _MAGIC:
-            raise ValueError("not a lapor-gateway fingerprint")
-        (length,) = struct.unpack_from("<I", data, 4)
-        return signature_layout(data, 8 + length)
+        return signature_layout(data, 8 + _meta_length(data))
 
     @staticmethod
     def signature_parts(data: bytes) -> tuple[int, int, memoryview]:
         """:func:`signature_parts` of the signature in :meth:`to_bytes` output."""
-        seed, size, offset = Fingerprint.signature_layout(data)
-        return seed, size, memoryview(data)[offset:]
+        return signature_parts(data, 8 + _meta_length(data))
 
     def index_keys(self) -> list[str]:
         """Keys under which a store indexes this fingerprint: the LSH band keys of the
@@ -580,6 +573,15 @@ def similarity_scores(sig: Signature, matrix: np.ndarray[Any, np.dtype[Any]],
     out: np.ndarray[Any, np.dtype[np.float64]] = np.where(jaccard > 0,
                                                           (jaccard + containment) / 2.0, 0.0)
     return out
+
+
+def _meta_length(data: bytes) -> int:
+    """The length of the metadata in :meth:`Fingerprint.to_bytes` output (it starts at byte 8,
+    the signature follows it); raises ValueError on anything else."""
+    if len(data) < 8 or data[:4] != _MAGIC:
+        raise ValueError("not a lapor-gateway fingerprint")
+    (length,) = struct.unpack_from("<I", data, 4)
+    return int(length)
 
 
 #: A fingerprint's places, categories and classification: all but its signature.
